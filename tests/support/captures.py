@@ -1,0 +1,52 @@
+"""Paths to the real guest captures bundled in tests/data (copied from shared/fixtures)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+GUESTS = DATA / "guests"
+SCENARIOS = ("q35_normal", "q35_aspm_off", "q35_acpihp_normal", "i440fx_normal")
+PHASES = ("boot", "after_unplug", "after_plug")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One capture tree: a guest scenario at one phase."""
+
+    scenario: str
+    phase: str = "boot"
+
+    @property
+    def tree(self) -> Path:
+        base = GUESTS / self.scenario
+        return base / "tree" if self.phase == "boot" else base / "phases" / self.phase / "tree"
+
+    @property
+    def procfs(self) -> Path:
+        return self.tree / "proc"
+
+    @property
+    def sysfs(self) -> Path:
+        return self.tree / "sys"
+
+    @property
+    def kmsg(self) -> Path:
+        return self.tree / "kmsg.txt"
+
+    @property
+    def dmesg(self) -> Path:
+        return self.tree / "dmesg.txt"
+
+    def exporter_args(self) -> list[str]:
+        """The exporter's path flags for this tree."""
+        return [
+            "--path.procfs", str(self.procfs),
+            "--path.sysfs", str(self.sysfs),
+            "--path.rootfs", str(self.tree),
+            "--kernel-log", str(self.kmsg),
+        ]
+
+
+ALL = [Capture(s, p) for s in SCENARIOS for p in PHASES]
