@@ -1,0 +1,26 @@
+"""One collector per data source, in the order they run on each scrape."""
+
+from __future__ import annotations
+
+from exporter.collectors.cmdline import CmdlineCollector
+from exporter.collectors.identity import IdentityCollector
+from exporter.collectors.interrupts import InterruptsCollector
+from exporter.collectors.kernel_log import KernelLogCollector
+from exporter.collectors.ports import PortsCollector
+from exporter.collectors.rescan import RescanCollector
+from exporter.collectors.slots import SlotsCollector
+from exporter.kernel_log import KernelLog
+from exporter.registry import Source
+
+
+def default_sources(log: KernelLog) -> list[Source]:
+    """Every collector, ports first (it reads the sysfs topology the others share)."""
+    return [
+        PortsCollector(),
+        SlotsCollector(),
+        InterruptsCollector(),
+        KernelLogCollector(log),
+        CmdlineCollector(),
+        IdentityCollector(),
+        RescanCollector(),
+    ]

@@ -1,0 +1,54 @@
+"""identity: the guest's instance UUID, chipset and kernel release, to join with host alerts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+
+from exporter import sysfs
+from exporter.collectors._metrics import gauge
+from exporter.registry import Scrape, Source
+
+# host bridge vendor:device at 0000:00:00.0
+CHIPSETS = {("0x8086", "0x29c0"): "q35", ("0x8086", "0x1237"): "i440fx"}
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+VERSION_RE = re.compile(r"^Linux version (\S+)")
+
+
+class IdentityCollector(Source):
+    """pciehp_guest_info{instance_uuid, machine, kernel}."""
+
+    name = "identity"
+
+    def collect(self, scrape: Scrape) -> Iterator[Metric]:
+        paths = scrape.paths
+        dmi = sysfs.resolve(paths.sys("class", "dmi", "id"))
+        uuid = sysfs.read_text(dmi / "product_uuid", limit=128) or ""
+        if not UUID_RE.match(uuid):
+            scrape.error(f"no SMBIOS product UUID in {dmi / 'product_uuid'} (needs root to read)")
+            uuid = ""
+        host_bridge = sysfs.resolve(paths.sys("bus", "pci", "devices", "0000:00:00.0"))
+        ids = (
+            sysfs.read_text(host_bridge / "vendor", limit=16),
+            sysfs.read_text(host_bridge / "device", limit=16),
+        )
+        machine = CHIPSETS.get(ids, "other")
+        release = sysfs.read_text(paths.proc("sys", "kernel", "osrelease"), limit=256)
+        if not release:
+            m = VERSION_RE.match(sysfs.read_text(paths.proc("version"), limit=4096) or "")
+            release = m.group(1) if m else ""
+        if not release:
+            scrape.error(
+                "kernel release unknown: neither sys/kernel/osrelease nor version readable"
+            )
+        info = gauge(
+            "guest_info",
+            "The guest: SMBIOS product UUID (the instance UUID), chipset, kernel release.",
+            ["instance_uuid", "machine", "kernel"],
+        )
+        info.add_metric([uuid.lower(), machine, release], 1.0)
+        yield info

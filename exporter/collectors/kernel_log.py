@@ -1,0 +1,92 @@
+"""kernel_log: pciehp event counters and the _OSC outcome, from the tailed kernel log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+
+from exporter.collectors._metrics import counter, gauge, port_counter
+from exporter.kernel_log import EVENTS, OSC_FEATURES, KernelLog
+from exporter.pci.topology import Port, Topology
+from exporter.registry import Scrape, Source
+
+
+def event_port(topo: Topology, bdf: str, slot: str) -> Port | None:
+    """The port an event line belongs to: its BDF prefix, else the sysfs slot of that name."""
+    if bdf in topo.ports:
+        return topo.ports[bdf]
+    for port in topo.ports.values():
+        if any(s.name == slot for s in port.slots):
+            return port
+    return None
+
+
+class KernelLogCollector(Source):
+    """pciehp_events_total, osc_control, osc_info, kernel_log_lines_total, kernel_log_reader_up.
+
+    The log is polled (only new bytes) on each scrape; counts live in the KernelLog.
+    """
+
+    name = "kernel_log"
+
+    def __init__(self, log: KernelLog) -> None:
+        self.log = log
+
+    def collect(self, scrape: Scrape) -> Iterator[Metric]:
+        self.log.poll()
+        up = self.log.reader_up
+        if not up:
+            scrape.error(f"kernel log not readable: {self.log.last_error}")
+        lines = counter("kernel_log_lines", "Lines (records) read from the kernel log.")
+        lines.add_metric([], float(self.log.lines_total))
+        reader = gauge("kernel_log_reader_up", "The kernel log source is open and being read.")
+        reader.add_metric([], 1.0 if up else 0.0)
+        yield from (lines, reader)
+        yield self._events(scrape.topology)
+        yield from self._osc()
+
+    def _events(self, topo: Topology) -> Metric:
+        counts: dict[str, dict[str, int]] = {}
+        for (bdf, slot), events in self.log.events().items():
+            port = event_port(topo, bdf, slot)
+            if port is None:
+                continue
+            per_port = counts.setdefault(port.address, {})
+            for event, n in events.items():
+                per_port[event] = per_port.get(event, 0) + n
+        metric = port_counter(
+            "events", "pciehp events logged by the kernel for the port's slot.", ["slot", "event"]
+        )
+        for port in topo.ports.values():
+            if not port.hotplug_capable and port.address not in counts:
+                continue
+            per_port = counts.get(port.address, {})
+            for event in EVENTS:
+                metric.add_metric(
+                    [*port.labels, port.slot_name, event], float(per_port.get(event, 0))
+                )
+        return metric
+
+    def _osc(self) -> Iterator[Metric]:
+        control = gauge(
+            "osc_control",
+            "After _OSC, the OS controls this PCIe feature of the host bridge (1) or not (0).",
+            ["bridge", "feature"],
+        )
+        info = gauge(
+            "osc_info",
+            "Outcome of the ACPI _OSC negotiation per host bridge.",
+            ["bridge", "outcome", "missing_support", "denied"],
+        )
+        states = self.log.osc()
+        if not states:
+            info.add_metric(["", "unknown", "", ""], 1.0)
+        for bridge, state in sorted(states.items()):
+            for feature in OSC_FEATURES:
+                control.add_metric([bridge, feature], 1.0 if feature in state.controlled else 0.0)
+            info.add_metric(
+                [bridge, state.outcome, " ".join(state.missing_support), " ".join(state.denied)],
+                1.0,
+            )
+        yield from (control, info)

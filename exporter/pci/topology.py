@@ -1,0 +1,259 @@
+"""PCIe ports, their port-service devices, hotplug slots and MSI vectors, read from sysfs.
+
+One `Topology` is read per scrape and shared by the collectors that need it, so sysfs is walked
+once per scrape however many collectors look at ports.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exporter import sysfs
+from exporter.paths import Paths
+from exporter.pci import config_space
+from exporter.pci.config_space import ConfigSpaceError, PcieCap
+
+BDF_RE = re.compile(r"^([0-9a-f]{4,8}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
+SERVICE_RE = re.compile(
+    r"^(?P<bdf>[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]):pcie(?P<id>[0-9a-f]{2,3})$"
+)
+SLOT_ADDR_RE = re.compile(r"^([0-9a-f]{4,8}):([0-9a-f]{2}):([0-9a-f]{2})$")
+SERVICE_HOTPLUG = 0x4
+PCI_CLASS_BRIDGE_PCI = 0x0604
+
+
+@dataclass(frozen=True)
+class Service:
+    """A port-service device on the pci_express bus (e.g. `0000:00:02.0:pcie004`)."""
+
+    name: str
+    service: int
+    driver: str | None
+
+    @property
+    def is_hotplug(self) -> bool:
+        return self.service == SERVICE_HOTPLUG
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A registered hotplug slot under /sys/bus/pci/slots."""
+
+    name: str
+    address: str
+    module: str | None
+    power: str | None
+    adapter: str | None
+
+
+@dataclass
+class Port:
+    """A PCIe root or downstream port and everything sysfs and config space say about it."""
+
+    address: str
+    segment: str
+    bus: str
+    device: str
+    function: str
+    port_type: str
+    driver: str | None
+    cap: PcieCap | None
+    config_error: str | None
+    secondary_bus: int | None
+    irq: int | None
+    msi_irqs: tuple[int, ...]
+    services: tuple[Service, ...]
+    slots: list[Slot] = field(default_factory=list)
+
+    @property
+    def labels(self) -> tuple[str, str, str, str]:
+        """node_exporter's pcidevice labels: segment, bus, device, function."""
+        return (self.segment, self.bus, self.device, self.function)
+
+    @property
+    def slot_name(self) -> str:
+        return self.slots[0].name if self.slots else ""
+
+    @property
+    def hotplug_service(self) -> Service | None:
+        return next((s for s in self.services if s.is_hotplug), None)
+
+    @property
+    def hotplug_capable(self) -> bool | None:
+        """Slot Implemented and HPC from config space; without it, any hotplug driver's presence."""
+        if self.cap is not None:
+            return self.cap.hotplug_capable
+        if self.hotplug_service or any(s.module for s in self.slots):
+            return True
+        return None
+
+    @property
+    def irqs(self) -> tuple[int, ...]:
+        """Every IRQ this port may use: its MSI/MSI-X vectors, then its INTx/first-MSI `irq`."""
+        extra = () if self.irq is None or self.irq in self.msi_irqs else (self.irq,)
+        return self.msi_irqs + extra
+
+
+@dataclass
+class Topology:
+    """The ports of one scrape, plus facts that are not per port."""
+
+    ports: dict[str, Port]
+    pciehp_poll_mode: bool
+    unreadable_config: list[str]
+
+    def port_for_slot_address(self, address: str) -> Port | None:
+        """The port whose secondary bus holds the slot at `dddd:bb:dd`."""
+        m = SLOT_ADDR_RE.match(address)
+        if not m:
+            return None
+        segment, bus = m.group(1), int(m.group(2), 16)
+        for port in self.ports.values():
+            if port.segment == segment and port.secondary_bus == bus:
+                return port
+        return None
+
+
+def _service_id(raw: str) -> int:
+    """The service bit of a service device id: `%02x` (3.x: type<<4) or `%03x` (type<<8) names."""
+    value = int(raw, 16)
+    return value & 0xF if len(raw) == 2 else value & 0xFF
+
+
+def _read_int(path: Path) -> int | None:
+    text = sysfs.read_text(path, limit=64)
+    if text is None:
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _read_services(dev_dir: Path, address: str) -> tuple[Service, ...]:
+    services = []
+    for name in sysfs.list_dir(dev_dir):
+        m = SERVICE_RE.match(name)
+        if not m or m.group("bdf") != address:
+            continue
+        services.append(
+            Service(name, _service_id(m.group("id")), sysfs.link_name(dev_dir / name / "driver"))
+        )
+    return tuple(services)
+
+
+def _msi_irqs(dev_dir: Path) -> tuple[int, ...]:
+    irqs = []
+    for name in sysfs.list_dir(dev_dir / "msi_irqs"):
+        if name.isdigit():
+            irqs.append(int(name))
+    return tuple(sorted(irqs))
+
+
+def _port_type_without_config(bus: str, services: tuple[Service, ...]) -> str:
+    """Best guess when config space is unreadable: service ids say root (0xx) or downstream (2xx)."""
+    for s in services:
+        raw = s.name.rsplit("pcie", 1)[1]
+        value = int(raw, 16)
+        port_type = (value >> 4) if len(raw) == 2 else (value >> 8)
+        if port_type == 2:
+            return "downstream_port"
+        if port_type == 0:
+            return "root_port"
+    return "root_port" if bus == "00" else "downstream_port"
+
+
+def read_port(dev_dir: Path, address: str) -> Port | None:
+    """A Port if the device is a PCIe root or downstream port, else None."""
+    m = BDF_RE.match(address)
+    if not m:
+        return None
+    cls = _read_int(dev_dir / "class")
+    if cls is None or cls >> 8 != PCI_CLASS_BRIDGE_PCI:
+        return None
+    cfg = sysfs.read_bytes(dev_dir / "config") or b""
+    cap: PcieCap | None = None
+    error: str | None = None
+    try:
+        cap = config_space.decode(cfg)
+    except ConfigSpaceError as e:
+        error = str(e)
+    if cap is None and error is None:
+        error = f"PCIe capability not readable in {len(cfg)} bytes of config space"
+    services = _read_services(dev_dir, address)
+    if cap is not None:
+        if cap.port_type not in ("root_port", "downstream_port"):
+            return None
+        port_type = cap.port_type
+    elif services or sysfs.link_name(dev_dir / "driver") == "pcieport":
+        port_type = _port_type_without_config(m.group(2), services)
+    else:
+        return None
+    secondary = _read_int(dev_dir / "secondary_bus_number")
+    if secondary is None and len(cfg) > config_space.PCI_SECONDARY_BUS:
+        secondary = config_space.secondary_bus(cfg)
+    segment, bus, device, function = m.groups()
+    return Port(
+        address=address,
+        segment=segment,
+        bus=bus,
+        device=device,
+        function=function,
+        port_type=port_type,
+        driver=sysfs.link_name(dev_dir / "driver"),
+        cap=cap,
+        config_error=error if cap is None else None,
+        secondary_bus=secondary,
+        irq=_read_int(dev_dir / "irq"),
+        msi_irqs=_msi_irqs(dev_dir),
+        services=services,
+    )
+
+
+def read_slots(paths: Paths) -> list[Slot]:
+    """Every slot under /sys/bus/pci/slots with its driver module and state attributes."""
+    base = paths.sys("bus", "pci", "slots")
+    slots = []
+    for name in sysfs.list_dir(base):
+        d = base / name
+        address = sysfs.read_text(d / "address", limit=64)
+        if not address:
+            continue
+        slots.append(
+            Slot(
+                name=name,
+                address=address,
+                module=sysfs.link_name(d / "module"),
+                power=sysfs.read_text(d / "power", limit=16),
+                adapter=sysfs.read_text(d / "adapter", limit=16),
+            )
+        )
+    return slots
+
+
+def poll_mode(paths: Paths) -> bool:
+    """pciehp's `pciehp_poll_mode` parameter (Y/1 means poll, no IRQ needed)."""
+    value = sysfs.read_text(paths.sys("module", "pciehp", "parameters", "pciehp_poll_mode"), 16)
+    return value in ("Y", "y", "1")
+
+
+def read(paths: Paths) -> Topology:
+    """Walk /sys/bus/pci/devices once and return every PCIe root and downstream port."""
+    devices = paths.sys("bus", "pci", "devices")
+    ports: dict[str, Port] = {}
+    unreadable: list[str] = []
+    for address in sysfs.list_dir(devices):
+        port = read_port(sysfs.resolve(devices / address), address)
+        if port is None:
+            continue
+        ports[address] = port
+        if port.config_error:
+            unreadable.append(f"{address}: {port.config_error}")
+    topo = Topology(ports=ports, pciehp_poll_mode=poll_mode(paths), unreadable_config=unreadable)
+    for slot in read_slots(paths):
+        port = topo.port_for_slot_address(slot.address)
+        if port is not None:
+            port.slots.append(slot)
+    return topo

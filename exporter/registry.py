@@ -1,0 +1,123 @@
+"""Runs every collector per scrape and adds pciehp_collector_success / _duration_seconds.
+
+Like node_exporter's NodeCollector: one failing source never blanks the others; a source may also
+report a partial failure and still return what it could read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as _PromCollector
+
+from exporter.paths import Paths
+from exporter.pci import topology
+from exporter.pci.topology import Topology
+
+log = logging.getLogger("pciehp_exporter")
+
+PREFIX = "pciehp_"
+PORT_LABELS = ["segment", "bus", "device", "function"]
+
+
+class LogOnce:
+    """Logs each distinct message once per process, so a bad source does not flood the journal."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, message: str) -> None:
+        with self._lock:
+            if message in self._seen or len(self._seen) >= self._limit:
+                return
+            self._seen.add(message)
+        log.log(level, "%s", message)
+
+
+log_once = LogOnce()
+
+
+@dataclass
+class Scrape:
+    """Per-scrape context: the roots, the sysfs topology read at most once, and errors noted."""
+
+    paths: Paths
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    current: str = ""
+
+    @cached_property
+    def topology(self) -> Topology:
+        return topology.read(self.paths)
+
+    def error(self, message: str) -> None:
+        """Note a partial failure of the running collector; its other output is still served."""
+        self.errors.setdefault(self.current, []).append(message)
+
+
+class Source:
+    """A collector for one data source; subclasses set `name` and implement `collect`."""
+
+    name: str = ""
+
+    def collect(self, scrape: Scrape) -> Iterable[Metric]:
+        raise NotImplementedError
+
+
+class ExporterCollector(_PromCollector):
+    """The client_python custom collector: builds every metric fresh on each scrape."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        sources: Sequence[Source],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.paths = paths
+        self.sources = list(sources)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        return []  # reading /proc at registration time is not wanted
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:  # sources keep state (the kernel log tail): one scrape at a time
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[Metric]:
+        scrape = Scrape(self.paths)
+        success = GaugeMetricFamily(
+            PREFIX + "collector_success",
+            "Whether the collector read its source without error (1) or not (0).",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            PREFIX + "collector_duration_seconds",
+            "How long the collector took on this scrape.",
+            labels=["collector"],
+        )
+        for source in self.sources:
+            scrape.current = source.name
+            start = self._clock()
+            try:
+                families = list(source.collect(scrape))
+            except Exception as e:
+                families = []
+                scrape.error(f"{type(e).__name__}: {e}")
+            elapsed = self._clock() - start
+            errors = scrape.errors.get(source.name, [])
+            for message in errors:
+                log_once(logging.WARNING, f"collector {source.name}: {message}")
+            success.add_metric([source.name], 0.0 if errors else 1.0)
+            duration.add_metric([source.name], elapsed)
+            yield from families
+        yield success
+        yield duration
