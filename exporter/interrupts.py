@@ -42,7 +42,7 @@ class IrqRow:
         """The PCI function behind an MSI row, decoded from the chip name or the hwirq."""
         m = _CHIP_BDF_RE.search(self.chip)
         if m:
-            return "%s:%s:%s.%s" % m.groups()
+            return "{}:{}:{}.{}".format(*m.groups())
         if self.hwirq is not None and self.chip in ("PCI-MSI", "IR-PCI-MSI"):
             # pci_msi_domain_calc_hwirq: msi_index | pci_dev_id << 11 | domain_nr << 27
             dev_id = (self.hwirq >> 11) & 0xFFFF

@@ -49,8 +49,8 @@ class PortsCollector(Source):
         if topo.unreadable_config:
             log_once(
                 logging.WARNING,
-                "config space of %d port(s) is not readable (reading beyond 64 bytes needs "
-                "CAP_SYS_ADMIN); slot registers are not reported: %s"
-                % (len(topo.unreadable_config), "; ".join(topo.unreadable_config[:3])),
+                f"config space of {len(topo.unreadable_config)} port(s) is not readable "
+                "(reading beyond 64 bytes needs CAP_SYS_ADMIN); slot registers are not "
+                f"reported: {'; '.join(topo.unreadable_config[:3])}",
             )
         yield from (info, capable, pending, enabled)

@@ -153,7 +153,7 @@ def _msi_irqs(dev_dir: Path) -> tuple[int, ...]:
 
 
 def _port_type_without_config(bus: str, services: tuple[Service, ...]) -> str:
-    """Best guess when config space is unreadable: service ids say root (0xx) or downstream (2xx)."""
+    """Best guess without config space: service ids say root (0xx) or downstream (2xx)."""
     for s in services:
         raw = s.name.rsplit("pcie", 1)[1]
         value = int(raw, 16)
