@@ -28,7 +28,7 @@ _KMSG = re.compile(r"(\d+),(\d+),\d+,[^;]*;(.*)", re.DOTALL)
 _SYSLOG = re.compile(
     r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?"
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-    r" \S+ ([^\s:\[]+)(?:\[\d+\])?: ?(.*)",
+    r" \S+ ([^\s:\[]+)(?:\[\d+\])?: (.*)",
     re.DOTALL,
 )
 # `dmesg --time-format iso`: an ISO timestamp directly followed by the message.
