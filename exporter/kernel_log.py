@@ -273,6 +273,11 @@ class KernelLog:
         return self._overruns
 
     @property
+    def last_seq(self) -> int:
+        """Highest /dev/kmsg sequence number seen (-1 before the first kmsg record)."""
+        return self._state.last_seq
+
+    @property
     def duplicates_skipped(self) -> int:
         """kmsg records not counted again because their sequence number was already seen."""
         return self._state.duplicates_skipped
@@ -281,6 +286,11 @@ class KernelLog:
     def truncated_lines(self) -> int:
         """Lines longer than the line cap, of which only the head was parsed."""
         return self._lines.truncated_lines
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished last line held until its newline (at most the line cap)."""
+        return self._lines.pending_bytes
 
     @property
     def opens(self) -> int:

@@ -42,6 +42,7 @@ line_strategy = st.one_of(
 
 
 def snapshot(state: LogState) -> tuple[int, dict[tuple[str, str], dict[str, int]]]:
+    """Line count and event counts, copied."""
     return state.lines_total, state.events()
 
 

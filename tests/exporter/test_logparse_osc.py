@@ -10,6 +10,7 @@ Q35 = "acpi PNP0A08:00: "
 
 
 def osc_of(*lines: str) -> dict[str, OscState]:
+    """The _OSC states after feeding the lines."""
     tracker = OscTracker()
     for line in lines:
         tracker.feed(line)
