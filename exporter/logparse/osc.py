@@ -170,12 +170,12 @@ _RULES = (
     (re.compile(r"_OSC: platform retains control of PCIe features \((?P<reason>[^)]*)\)"),
      _failed),
     (re.compile(r"PCIe port services disabled; not requesting _OSC control"), _services_disabled),
-    (re.compile(r"Requesting ACPI _OSC control \((?P<mask>0x[0-9a-fA-F]+)\)"), _hex_requesting),
-    (re.compile(r"ACPI _OSC control \((?P<mask>0x[0-9a-fA-F]+)\) granted"), _hex_granted),
+    (re.compile(r"Requesting ACPI _OSC control \((?P<mask>0x[0-9a-fA-F]{1,8})\)"), _hex_requesting),
+    (re.compile(r"ACPI _OSC control \((?P<mask>0x[0-9a-fA-F]{1,8})\) granted"), _hex_granted),
     (re.compile(r"ACPI _OSC request failed \((?P<reason>[^)]*)\), returned control mask: "
-                r"(?P<mask>0x[0-9a-fA-F]+)"), _hex_failed),
+                r"(?P<mask>0x[0-9a-fA-F]{1,8})"), _hex_failed),
     (re.compile(r"Unable to request _OSC control \(_OSC support mask: "
-                r"(?P<mask>0x[0-9a-fA-F]+)\)"), _hex_unable),
+                r"(?P<mask>0x[0-9a-fA-F]{1,8})\)"), _hex_unable),
 )  # fmt: skip
 
 # `acpi PNP0A08:00: ` (3.9+), `pci_root PNP0A08:00: ` (older): the host bridge's ACPI device

@@ -21,8 +21,10 @@ class Record(NamedTuple):
     message: str
 
 
-# prio,seq,usec,flags[,more fields];message  (Documentation/ABI/testing/dev-kmsg)
-_KMSG = re.compile(r"(\d+),(\d+),\d+,[^;]*;(.*)", re.DOTALL)
+# prio,seq,usec,flags[,more fields];message  (Documentation/ABI/testing/dev-kmsg);
+# seq is a u64, at most 20 digits (longer runs of digits are not a record, and int() of
+# thousands of digits raises)
+_KMSG = re.compile(r"(\d+),(\d{1,20}),\d+,[^;]*;(.*)", re.DOTALL | re.ASCII)
 # BSD syslog (`Nov 25 18:06:01`, journalctl short-precise) or ISO 8601 (rsyslog, short-iso),
 # then host and tag (`kernel`, `systemd[1]`).
 _SYSLOG = re.compile(

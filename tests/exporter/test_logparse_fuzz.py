@@ -12,7 +12,8 @@ from exporter.kernel_log import KernelLog
 from exporter.logparse import EVENTS, FLAGS, OUTCOMES, LineBuffer, LogState, OscTracker
 
 # Fragments of real lines, so generated input reaches the deep parser paths too.
-FRAMES = ["", "6,{n},123,-;", "[   12.345678] ", "Nov 25 18:06:01 guest kernel: ", " ", "<6>"]
+FRAMES = ["", "6,{n},123,-;", "6,{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n}{n},1,c;", "[   12.345678] ",
+          "Nov 25 18:06:01 guest kernel: ", " ", "<6>"]  # fmt: skip
 PREFIXES = ["pcieport 0000:00:02.0: pciehp: ", "pciehp 0000:00:1c.0:pcie04: ", "pciehp: ",
             "acpi PNP0A08:00: ", ""]  # fmt: skip
 BODIES = [

@@ -55,6 +55,8 @@ def test_syslog_lines_of_other_programs_are_not_kernel_messages(line: str) -> No
         "acpi PNP0A08:00: _OSC: OS now controls [PCIeHotplug PME]",
         "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00-ff])",
         "6,12",  # a cut-off record header
+        "6," + "9" * 5000 + ",0,-;x",  # a sequence number no u64 holds
+        "6,\u0663,0,-;x",  # a non-ASCII digit
         "[   1.0 unterminated stamp",
     ],
 )
