@@ -65,6 +65,7 @@ class _FileTail:
         self.marker = b""
 
     def close(self) -> None:
+        """Close the file descriptor."""
         os.close(self.fd)
 
     def rotated(self) -> bool | None:
@@ -105,6 +106,7 @@ class _FileTail:
 
 
 def _open_device(path: str) -> RecordReader:
+    """Open a character device like /dev/kmsg for non-blocking reads."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     return io.FileIO(fd, "rb", closefd=True)
 
@@ -160,17 +162,18 @@ class KernelLog:
             self._pump_file(self._file)
 
     def _open(self) -> None:
-        mode = 0 if self._factory is not None else os.stat(self.source).st_mode
-        if self._factory is not None or stat.S_ISCHR(mode):
-            self._device = self._factory() if self._factory else _open_device(self.source)
-            self._opens += 1
-            self._lines.reset()
-        elif stat.S_ISREG(mode):
-            self._file = self._open_file()
-        elif stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.source)
-        else:
-            raise OSError(errno.EINVAL, "not a regular file or character device")
+        if self._factory is None:
+            mode = os.stat(self.source).st_mode
+            if stat.S_ISREG(mode):
+                self._file = self._open_file()
+                return
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.source)
+            if not stat.S_ISCHR(mode):
+                raise OSError(errno.EINVAL, "not a regular file or character device")
+        self._device = self._factory() if self._factory else _open_device(self.source)
+        self._opens += 1
+        self._lines.reset()
 
     def _open_file(self) -> _FileTail:
         """Open the file; the same file as before an error or close() resumes where it was."""
@@ -210,7 +213,7 @@ class KernelLog:
             self._drain(tail)
             self._state.feed_lines(self._lines.flush())
             tail.close()
-            self._file = None
+            self._file = None  # closed: if opening the new file fails, nothing to release
             self._file = tail = self._open_file()
         elif tail.truncated():
             tail.resume(0, b"")
