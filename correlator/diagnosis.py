@@ -1,0 +1,357 @@
+"""The diagnosis table: an ordered list of causes with declarative conditions over guest facts.
+
+`causes.yml` beside this module is the built-in table. Each condition is a predicate name
+with an argument (`any_port: {hotplug_capable: 1, handler: none}`, `cmdline: {pcie_aspm:
+"off"}`, ...); a cause matches when all its conditions hold, and the first matching cause wins.
+Every predicate returns a sentence describing the fact it looked at, and the sentences of a
+matching cause are its evidence. Adding a cause is a YAML edit, never a Python one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from correlator.config import Config, ConfigError
+from correlator.model import PORT_FIELDS, GuestFacts, PortFacts, Verdict
+
+SEVERITIES = ("critical", "warning", "info")
+NO_GUEST_DATA = "no_guest_data"
+_ID = re.compile(r"[a-z][a-z0-9_]*")
+
+Scalar = str | int | float
+Check = Callable[[GuestFacts, Any], tuple[bool, str]]
+
+
+# --- argument validators ------------------------------------------------------------------------
+
+
+def _v_bool(arg: object, key: str) -> object:
+    if not isinstance(arg, bool):
+        raise ConfigError(f"{key}: expected true or false")
+    return arg
+
+
+def _v_text(arg: object, key: str) -> object:
+    if not isinstance(arg, str) or not arg:
+        raise ConfigError(f"{key}: expected a non-empty string")
+    return arg
+
+
+def _v_scalar_or_list(arg: object, key: str) -> object:
+    items = arg if isinstance(arg, list) else [arg]
+    if not items or not all(isinstance(x, str | int | float) and x is not True for x in items):
+        raise ConfigError(f"{key}: expected a value or a list of values")
+    return arg
+
+
+def _v_text_list(arg: object, key: str) -> object:
+    if not isinstance(arg, list) or not arg or not all(isinstance(x, str) for x in arg):
+        raise ConfigError(f"{key}: expected a non-empty list of names")
+    return arg
+
+
+def _v_port(arg: object, key: str) -> object:
+    if not isinstance(arg, dict) or not arg:
+        raise ConfigError(f"{key}: expected a mapping of port fields to values")
+    for name, value in arg.items():
+        if name not in PORT_FIELDS:
+            raise ConfigError(f"{key}.{name}: unknown port field (known: {', '.join(PORT_FIELDS)})")
+        _v_scalar_or_list(value, f"{key}.{name}")
+    return arg
+
+
+def _v_params(arg: object, key: str) -> object:
+    if not isinstance(arg, dict) or not arg:
+        raise ConfigError(f"{key}: expected a mapping of kernel parameters to values")
+    for name, value in arg.items():
+        _v_scalar_or_list(value, f"{key}.{name}")
+    return arg
+
+
+def _v_conditions_list(arg: object, key: str) -> object:
+    if not isinstance(arg, list) or not arg:
+        raise ConfigError(f"{key}: expected a non-empty list of condition mappings")
+    for i, item in enumerate(arg):
+        validate_conditions(item, f"{key}[{i}]")
+    return arg
+
+
+def _v_conditions(arg: object, key: str) -> object:
+    validate_conditions(arg, key)
+    return arg
+
+
+# --- value comparison and wording ---------------------------------------------------------------
+
+
+def _values(spec: object) -> list[Scalar]:
+    return list(spec) if isinstance(spec, list) else [spec]  # type: ignore[arg-type]
+
+
+def _same(actual: object, wanted: Scalar) -> bool:
+    if actual is None:
+        return False
+    if isinstance(actual, int | float) and not isinstance(wanted, str):
+        return float(actual) == float(wanted)
+    return str(actual) == str(wanted)
+
+
+def _one_of(actual: object, spec: object) -> bool:
+    return any(_same(actual, w) for w in _values(spec))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _spec_text(spec: Mapping[str, object]) -> str:
+    parts = []
+    for name, want in spec.items():
+        vals = _values(want)
+        parts.append(
+            f"{name}={_fmt(vals[0])}"
+            if len(vals) == 1
+            else f"{name} in {{{', '.join(_fmt(v) for v in vals)}}}"
+        )
+    return ", ".join(parts)
+
+
+def _port_matches(port: PortFacts, spec: Mapping[str, object]) -> bool:
+    return all(_one_of(port.get(name), want) for name, want in spec.items())
+
+
+# --- predicates ---------------------------------------------------------------------------------
+
+
+def _p_any_port(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    hits = [p for p in facts.ports if _port_matches(p, spec)]
+    n = len(facts.ports)
+    if hits:
+        first = hits[0]
+        slot = f" (slot {first.slot})" if first.slot else ""
+        return True, f"{len(hits)} of {n} ports have {_spec_text(spec)}, e.g. {first.address}{slot}"
+    return False, f"no port has {_spec_text(spec)} ({n} ports reported)"
+
+
+def _p_no_port(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    hit, text = _p_any_port(facts, spec)
+    return not hit, text
+
+
+def _p_machine(facts: GuestFacts, spec: object) -> tuple[bool, str]:
+    return _one_of(facts.machine, spec), f"machine is {facts.machine or 'unknown'}"
+
+
+def _p_guest_data(facts: GuestFacts, want: bool) -> tuple[bool, str]:
+    return want, f"guest facts from {facts.job}/{facts.target} (pciehp_guest_info present)"
+
+
+def _p_collector_failed(facts: GuestFacts, names: Sequence[str]) -> tuple[bool, str]:
+    failed = [n for n in names if n in facts.collectors_failed]
+    if failed:
+        return True, f"exporter collector(s) {', '.join(failed)} failing (collector_success 0)"
+    return False, f"exporter collectors {', '.join(names)} succeed"
+
+
+def _osc_pick(facts: GuestFacts, test: Callable[[Any], bool]) -> Any:
+    return next((o for o in facts.osc if test(o)), None)
+
+
+def _p_osc_outcome(facts: GuestFacts, spec: object) -> tuple[bool, str]:
+    hit = _osc_pick(facts, lambda o: _one_of(o.outcome, spec))
+    if hit:
+        return True, f"_OSC on {hit.bridge}: outcome {hit.outcome}"
+    seen = ", ".join(f"{o.bridge} {o.outcome}" for o in facts.osc) or "no _OSC facts"
+    return False, f"_OSC outcome not {_fmt(spec)} ({seen})"
+
+
+def _p_osc_missing(facts: GuestFacts, token: str) -> tuple[bool, str]:
+    hit = _osc_pick(facts, lambda o: token in o.missing_support)
+    if hit:
+        missing = " ".join(hit.missing_support)
+        return True, f"_OSC on {hit.bridge}: the OS lacks {token} support (missing: {missing})"
+    return False, f"_OSC: no host bridge lacks {token} support"
+
+
+def _p_osc_denied(facts: GuestFacts, token: str) -> tuple[bool, str]:
+    hit = _osc_pick(facts, lambda o: token in o.denied)
+    if hit:
+        denied = " ".join(hit.denied)
+        return True, f"_OSC on {hit.bridge}: the platform refused {token} (denied: {denied})"
+    return False, f"_OSC: no host bridge refused {token}"
+
+
+def _p_cmdline(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    for name, want in spec.items():
+        have = facts.cmdline.get(name)
+        if not _one_of(have, want):
+            shown = f"{name}={have}" if have is not None else f"no {name}"
+            return False, f"kernel command line has {shown}"
+    return True, "kernel command line has " + " ".join(f"{n}={facts.cmdline[n]}" for n in spec)
+
+
+def _p_cmdline_not(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    for name, want in spec.items():
+        have = facts.cmdline.get(name)
+        if _one_of(have, want):
+            return False, f"kernel command line has {name}={have}"
+    return True, "kernel command line has no " + " ".join(
+        f"{n}={_fmt(_values(w)[0])}" for n, w in spec.items()
+    )
+
+
+def _p_rescan(facts: GuestFacts, want: bool) -> tuple[bool, str]:
+    have = bool(facts.rescan_workarounds)
+    text = (
+        f"a PCI rescan workaround is installed ({', '.join(facts.rescan_workarounds)})"
+        if have
+        else "no PCI rescan workaround installed"
+    )
+    return have == want, text
+
+
+def _p_any_of(facts: GuestFacts, branches: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
+    texts = []
+    for branch in branches:
+        ok, lines = evaluate(branch, facts)
+        if ok:
+            return True, "; ".join(lines)
+        texts.append("; ".join(lines))
+    return False, "none of: " + " | ".join(texts)
+
+
+def _p_not(facts: GuestFacts, inner: Mapping[str, Any]) -> tuple[bool, str]:
+    ok, lines = evaluate(inner, facts)
+    return not ok, "; ".join(lines)
+
+
+PREDICATES: dict[str, tuple[Callable[[object, str], object], Check]] = {
+    "guest_data": (_v_bool, _p_guest_data),
+    "collector_failed": (_v_text_list, _p_collector_failed),
+    "machine": (_v_scalar_or_list, _p_machine),
+    "any_port": (_v_port, _p_any_port),
+    "no_port": (_v_port, _p_no_port),
+    "osc_outcome": (_v_scalar_or_list, _p_osc_outcome),
+    "osc_missing_support_contains": (_v_text, _p_osc_missing),
+    "osc_denied_contains": (_v_text, _p_osc_denied),
+    "cmdline": (_v_params, _p_cmdline),
+    "cmdline_not": (_v_params, _p_cmdline_not),
+    "rescan_workaround": (_v_bool, _p_rescan),
+    "any_of": (_v_conditions_list, _p_any_of),
+    "not": (_v_conditions, _p_not),
+}
+
+
+def validate_conditions(when: object, key: str) -> None:
+    """Check a conditions mapping against the predicate registry; raises ConfigError."""
+    if not isinstance(when, dict):
+        raise ConfigError(f"{key}: expected a mapping of conditions")
+    for name, arg in when.items():
+        if name not in PREDICATES:
+            raise ConfigError(f"{key}.{name}: unknown condition (known: {', '.join(PREDICATES)})")
+        PREDICATES[name][0](arg, f"{key}.{name}")
+
+
+def evaluate(when: Mapping[str, Any], facts: GuestFacts) -> tuple[bool, list[str]]:
+    """All conditions of `when` against the facts: (all hold, one sentence per condition)."""
+    lines: list[str] = []
+    for name, arg in when.items():
+        ok, text = PREDICATES[name][1](facts, arg)
+        if not ok:
+            return False, [text]
+        lines.append(text)
+    return True, lines
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One row of the table."""
+
+    id: str
+    summary: str
+    severity: str
+    runbook_url: str
+    when: Mapping[str, Any]
+    action: str = ""
+    guest_can_unplug: bool = False
+
+
+class DiagnosisTable:
+    """The validated, ordered cause table; diagnoses one guest at a time."""
+
+    def __init__(self, causes: Sequence[Cause], fallback: str) -> None:
+        self.causes = list(causes)
+        self.by_id = {c.id: c for c in self.causes}
+        self.fallback = self.by_id[fallback]
+        self.order = {c.id: i for i, c in enumerate(self.causes)}
+
+    @classmethod
+    def from_config(cls, config: Config) -> DiagnosisTable:
+        """Build and validate the table named by the configuration; raises ConfigError."""
+        where = "diagnosis.causes" if config.causes else f"{config.causes_file}: causes"
+        causes: list[Cause] = []
+        for i, row in enumerate(config.cause_rows()):
+            causes.append(_cause(row, f"{where}[{i}]", config))
+        ids = [c.id for c in causes]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ConfigError(f"{where}: duplicate cause id(s) {', '.join(dupes)}")
+        if NO_GUEST_DATA not in ids:
+            raise ConfigError(f"{where}: the table needs a cause with id {NO_GUEST_DATA}")
+        if config.fallback_cause not in ids:
+            raise ConfigError(
+                f"diagnosis.fallback_cause: {config.fallback_cause!r} is not a cause id "
+                "in the table"
+            )
+        return cls(causes, config.fallback_cause)
+
+    def diagnose(self, facts: GuestFacts | None, why_none: str = "") -> Verdict:
+        """The first cause whose conditions all hold; `no_guest_data` when there are no facts."""
+        if facts is None:
+            reason = why_none or "no pciehp_guest_info series for this instance in Prometheus"
+            return Verdict(NO_GUEST_DATA, (reason,))
+        for cause in self.causes:
+            ok, lines = evaluate(cause.when, facts)
+            if ok:
+                return Verdict(cause.id, tuple(lines), cause.guest_can_unplug)
+        fb = self.fallback
+        return Verdict(fb.id, ("no cause in the table matched these facts",), fb.guest_can_unplug)
+
+
+def _cause(row: object, key: str, config: Config) -> Cause:
+    if not isinstance(row, dict):
+        raise ConfigError(f"{key}: expected a mapping")
+    known = {"id", "summary", "severity", "runbook_url", "when", "action", "guest_can_unplug"}
+    for k in row:
+        if k not in known:
+            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(known))})")
+    cid = row.get("id")
+    if not isinstance(cid, str) or not _ID.fullmatch(cid):
+        raise ConfigError(f"{key}.id: expected a lower-case identifier like pcie_aspm_off")
+    key = f"{key} ({cid})"
+    summary = row.get("summary")
+    if not isinstance(summary, str) or not summary.strip():
+        raise ConfigError(f"{key}.summary: expected a non-empty string")
+    severity = row.get("severity")
+    if severity not in SEVERITIES:
+        raise ConfigError(f"{key}.severity: expected one of {', '.join(SEVERITIES)}")
+    runbook = row.get("runbook_url", config.runbook_url(cid))
+    if not isinstance(runbook, str) or not re.match(r"https?://", runbook):
+        raise ConfigError(f"{key}.runbook_url: expected an http(s) URL")
+    action = row.get("action", "")
+    if not isinstance(action, str):
+        raise ConfigError(f"{key}.action: expected a string")
+    can_unplug = row.get("guest_can_unplug", False)
+    _v_bool(can_unplug, f"{key}.guest_can_unplug")
+    if "when" not in row:
+        raise ConfigError(f"{key}.when: missing (use {{}} for a cause that always matches)")
+    validate_conditions(row["when"], f"{key}.when")
+    return Cause(cid, summary.strip(), severity, runbook, row["when"], action.strip(), can_unplug)

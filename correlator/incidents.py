@@ -1,0 +1,442 @@
+"""Incidents: one per VM image, with members, verdicts, a dominant root cause and a lifecycle.
+
+Lifecycle: `firing` while any member alert fires; `resolving` once none does; `resolved`
+after `hold_down` seconds without a firing member. A member that fires again during the
+hold-down reopens the same incident, so a flapping VM never opens a second incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from correlator.config import LabelMap
+from correlator.diagnosis import NO_GUEST_DATA, DiagnosisTable
+from correlator.model import FIRING, RESOLVED, Alert, GuestFacts, Verdict, format_time
+
+OPEN_STATES = ("firing", "resolving")
+UNKNOWN_IMAGE = "unknown"
+
+
+@dataclass
+class Member:
+    """One host-side alert that belongs to an incident."""
+
+    fingerprint: str
+    alertname: str
+    instance_uuid: str
+    host: str
+    device: str
+    labels: dict[str, str]
+    starts_at: float | None
+    first_seen: float
+    last_seen: float
+    status: str = FIRING
+    resolved_at: float | None = None
+    suppressed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """API/storage form (timestamps as RFC 3339)."""
+        return {
+            "fingerprint": self.fingerprint,
+            "alertname": self.alertname,
+            "instance_uuid": self.instance_uuid,
+            "host": self.host,
+            "device": self.device,
+            "labels": self.labels,
+            "status": self.status,
+            "suppressed": self.suppressed,
+            "startsAt": format_time(self.starts_at),
+            "firstSeen": format_time(self.first_seen),
+            "lastSeen": format_time(self.last_seen),
+            "resolvedAt": format_time(self.resolved_at),
+        }
+
+
+@dataclass
+class InstanceVerdict:
+    """The latest diagnosis of one affected instance."""
+
+    instance_uuid: str
+    cause: str
+    evidence: list[str]
+    guest_can_unplug: bool
+    diagnosed_at: float
+    facts_observed_at: float | None = None
+
+    @classmethod
+    def of(cls, uuid: str, v: Verdict, now: float, facts_at: float | None) -> InstanceVerdict:
+        """From a fresh Verdict."""
+        return cls(uuid, v.cause, list(v.evidence), v.guest_can_unplug, now, facts_at)
+
+
+@dataclass
+class Incident:
+    """One image's incident: its members, verdicts, root cause and state."""
+
+    id: str
+    key: str
+    key_source: str
+    state: str
+    opened_at: float
+    first_seen: float
+    last_seen: float
+    root_cause: str = NO_GUEST_DATA
+    quiet_since: float | None = None
+    resolved_at: float | None = None
+    updated_at: float = 0.0
+    members: dict[str, Member] = field(default_factory=dict)
+    instances: dict[str, InstanceVerdict] = field(default_factory=dict)
+    pushed: dict[str, dict[str, str]] = field(default_factory=dict)
+    dirty_members: set[str] = field(default_factory=set)
+
+    @property
+    def image_id(self) -> str:
+        """The `image_id` label value of the pushed alert."""
+        return self.key
+
+    @property
+    def is_open(self) -> bool:
+        """Firing or within its hold-down."""
+        return self.state in OPEN_STATES
+
+    def firing_members(self) -> list[Member]:
+        """Members whose alert fires now."""
+        return [m for m in self.members.values() if m.status == FIRING]
+
+    def hosts(self) -> list[str]:
+        """Distinct hosts of all members."""
+        return sorted({m.host for m in self.members.values() if m.host})
+
+    def breakdown(self) -> dict[str, int]:
+        """Instances per cause."""
+        return dict(Counter(v.cause for v in self.instances.values()).most_common())
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """The root cause's evidence sentences, each with how many instances showed it."""
+        counts: Counter[str] = Counter()
+        for v in self.instances.values():
+            if v.cause == self.root_cause:
+                counts.update(dict.fromkeys(v.evidence, 1))
+        return [{"text": text, "instances": n} for text, n in counts.items()]
+
+    def counter_evidence(self) -> list[dict[str, Any]]:
+        """Instances of this image whose guests can hot-unplug, when the root cause says not."""
+        root = next((v for v in self.instances.values() if v.cause == self.root_cause), None)
+        if root is None or root.guest_can_unplug:
+            return []
+        hosts: dict[str, set[str]] = {}
+        for m in self.members.values():
+            hosts.setdefault(m.instance_uuid, set()).add(m.host)
+        return [
+            {
+                "instance_uuid": v.instance_uuid,
+                "cause": v.cause,
+                "hosts": sorted(h for h in hosts.get(v.instance_uuid, ()) if h),
+                "evidence": v.evidence,
+            }
+            for v in sorted(self.instances.values(), key=lambda v: v.instance_uuid)
+            if v.guest_can_unplug
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Alerts (all and firing), instances and hosts."""
+        return {
+            "alerts": len(self.members),
+            "firing_alerts": len(self.firing_members()),
+            "instances": len({m.instance_uuid for m in self.members.values()}),
+            "hosts": len(self.hosts()),
+        }
+
+    def description(self, table: DiagnosisTable) -> str:
+        """One paragraph for on-call: counts, root cause share, and the rest of the breakdown."""
+        c = self.counts()
+        breakdown = self.breakdown()
+        share = breakdown.get(self.root_cause, 0)
+        others = ", ".join(f"{k} {n}" for k, n in breakdown.items() if k != self.root_cause)
+        cause = table.by_id.get(self.root_cause)
+        text = (
+            f"{c['alerts']} detach alert(s) ({c['firing_alerts']} firing) from "
+            f"{c['instances']} instance(s) on {c['hosts']} host(s) of image {self.image_id}; "
+            f"{share} of {len(self.instances)} instance(s) diagnosed {self.root_cause}"
+        )
+        if others:
+            text += f" (others: {others})"
+        text += "."
+        if cause and cause.action:
+            text += " " + cause.action
+        return text
+
+    def summary_json(self, table: DiagnosisTable) -> dict[str, Any]:
+        """The list-view form: everything but members and per-instance verdicts."""
+        cause = table.by_id.get(self.root_cause)
+        return {
+            "id": self.id,
+            "image_id": self.image_id,
+            "key_source": self.key_source,
+            "state": self.state,
+            "root_cause": self.root_cause,
+            "severity": cause.severity if cause else "warning",
+            "summary": cause.summary if cause else self.root_cause,
+            "description": self.description(table),
+            "runbook_url": cause.runbook_url if cause else "",
+            "counts": self.counts(),
+            "hosts": self.hosts(),
+            "cause_breakdown": self.breakdown(),
+            "evidence": self.evidence(),
+            "counter_evidence": self.counter_evidence(),
+            "opened_at": format_time(self.opened_at),
+            "first_seen": format_time(self.first_seen),
+            "last_seen": format_time(self.last_seen),
+            "resolved_at": format_time(self.resolved_at),
+            "updated_at": format_time(self.updated_at),
+        }
+
+    def detail_json(self, table: DiagnosisTable) -> dict[str, Any]:
+        """The single-incident form: the summary plus members and per-instance verdicts."""
+        doc = self.summary_json(table)
+        doc["members"] = [m.to_json() for m in self._sorted_members()]
+        doc["instances"] = [
+            {
+                "instance_uuid": v.instance_uuid,
+                "cause": v.cause,
+                "evidence": v.evidence,
+                "guest_can_unplug": v.guest_can_unplug,
+                "diagnosed_at": format_time(v.diagnosed_at),
+                "facts_observed_at": format_time(v.facts_observed_at),
+            }
+            for v in sorted(self.instances.values(), key=lambda v: v.instance_uuid)
+        ]
+        return doc
+
+    def _sorted_members(self) -> list[Member]:
+        return sorted(self.members.values(), key=lambda m: (m.status != FIRING, m.instance_uuid))
+
+    def state_json(self) -> dict[str, Any]:
+        """Everything but the members, for storage (members are stored row by row)."""
+        doc = asdict(self)
+        del doc["members"], doc["dirty_members"]
+        return doc
+
+    @classmethod
+    def from_state(cls, doc: Mapping[str, Any], members: Iterable[Mapping[str, Any]]) -> Incident:
+        """Rebuild from storage."""
+        fields_ = dict(doc)
+        fields_["instances"] = {
+            k: InstanceVerdict(**v) for k, v in doc.get("instances", {}).items()
+        }
+        inc = cls(**fields_)
+        inc.members = {m["fingerprint"]: Member(**m) for m in members}
+        return inc
+
+
+def incident_id(key: str, seq: int) -> str:
+    """Deterministic id: a hash of the image key and the how-many-th incident of that image."""
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:12]}-{seq}"
+
+
+@dataclass
+class IncidentBook:
+    """All incidents; turns (firing alerts, verdicts, facts) into incident changes."""
+
+    labels: LabelMap
+    table: DiagnosisTable
+    hold_down: float
+    open: dict[str, Incident] = field(default_factory=dict)
+    history: dict[str, Incident] = field(default_factory=dict)
+    seq: dict[str, int] = field(default_factory=dict)
+
+    def restore(self, incidents: Iterable[Incident], seq: Mapping[str, int]) -> None:
+        """Load incidents from storage (open ones become live again)."""
+        self.seq.update(seq)
+        for inc in incidents:
+            if inc.is_open:
+                self.open[inc.key] = inc
+            else:
+                self.history[inc.id] = inc
+
+    def get(self, incident_id_: str) -> Incident | None:
+        """An incident by id (open or in memory history)."""
+        for inc in self.open.values():
+            if inc.id == incident_id_:
+                return inc
+        return self.history.get(incident_id_)
+
+    def all(self) -> list[Incident]:
+        """Open incidents first, then history, newest first within each."""
+        live = sorted(self.open.values(), key=lambda i: -i.opened_at)
+        old = sorted(self.history.values(), key=lambda i: -(i.resolved_at or 0))
+        return live + old
+
+    def image_key(self, alert: Alert, facts: GuestFacts | None) -> tuple[str, str]:
+        """(key, where it came from): the alert's image label, the guest's, a boot fingerprint."""
+        image = alert.labels.get(self.labels.image_id, "")
+        if image:
+            return image, "alert_label"
+        if facts is not None and facts.image_id:
+            return facts.image_id, "guest_label"
+        if facts is not None:
+            return f"boot-{facts.boot_fingerprint()}", "boot_fingerprint"
+        return UNKNOWN_IMAGE, "unknown"
+
+    def instance_of(self, alert: Alert) -> str:
+        """The instance UUID an alert is about ("" when the label is missing)."""
+        return alert.labels.get(self.labels.instance_uuid, "")
+
+    def update(
+        self,
+        firing: Mapping[str, Alert],
+        verdicts: Mapping[str, Verdict],
+        facts: Mapping[str, GuestFacts],
+        now: float,
+    ) -> list[Incident]:
+        """Apply one reconcile's view; returns the incidents that changed (to store and push)."""
+        changed: dict[str, Incident] = {}
+        where: dict[str, Incident] = {}
+        for inc in self.open.values():
+            for fp in inc.members:
+                where[fp] = inc
+
+        groups: dict[str, list[Alert]] = {}
+        sources: dict[str, str] = {}
+        for alert in firing.values():
+            key, source = self.image_key(alert, facts.get(self.instance_of(alert)))
+            groups.setdefault(key, []).append(alert)
+            sources.setdefault(key, source)
+
+        for key, alerts in groups.items():
+            inc = self.open.get(key)
+            if inc is None:
+                inc = self._open_incident(key, sources[key], alerts, now)
+                changed[inc.id] = inc
+            for alert in alerts:
+                old = where.get(alert.fingerprint)
+                if old is not None and old is not inc:
+                    del old.members[alert.fingerprint]
+                    old.dirty_members.add(alert.fingerprint)
+                    changed[old.id] = old
+                if self._take_member(inc, alert, now):
+                    changed[inc.id] = inc
+
+        for inc in list(self.open.values()):
+            for m in inc.firing_members():
+                if m.fingerprint not in firing:
+                    m.status, m.resolved_at = RESOLVED, now
+                    inc.dirty_members.add(m.fingerprint)
+                    changed[inc.id] = inc
+            if self._rediagnose(inc, verdicts, facts, now):
+                changed[inc.id] = inc
+            if self._advance(inc, now):
+                changed[inc.id] = inc
+        for inc in changed.values():
+            inc.updated_at = now
+        return list(changed.values())
+
+    def _open_incident(self, key: str, source: str, alerts: list[Alert], now: float) -> Incident:
+        self.seq[key] = self.seq.get(key, 0) + 1
+        starts = [a.starts_at for a in alerts if a.starts_at is not None]
+        inc = Incident(
+            id=incident_id(key, self.seq[key]),
+            key=key,
+            key_source=source,
+            state="firing",
+            opened_at=now,
+            first_seen=min(starts, default=now),
+            last_seen=now,
+        )
+        self.open[key] = inc
+        return inc
+
+    def _take_member(self, inc: Incident, alert: Alert, now: float) -> bool:
+        m = inc.members.get(alert.fingerprint)
+        labels = dict(alert.labels)
+        if m is None:
+            m = Member(
+                fingerprint=alert.fingerprint,
+                alertname=labels.get("alertname", ""),
+                instance_uuid=self.instance_of(alert),
+                host=labels.get(self.labels.host, ""),
+                device=labels.get(self.labels.device, ""),
+                labels=labels,
+                starts_at=alert.starts_at,
+                first_seen=now,
+                last_seen=now,
+                suppressed=alert.suppressed,
+            )
+            inc.members[alert.fingerprint] = m
+            inc.dirty_members.add(alert.fingerprint)
+            if alert.starts_at is not None:
+                inc.first_seen = min(inc.first_seen, alert.starts_at)
+            return True
+        m.last_seen = now
+        change = (m.status, m.starts_at, m.suppressed) != (
+            FIRING,
+            alert.starts_at,
+            alert.suppressed,
+        )
+        if change:
+            m.status, m.resolved_at = FIRING, None
+            m.starts_at, m.suppressed = alert.starts_at, alert.suppressed
+            inc.dirty_members.add(alert.fingerprint)
+        return change
+
+    def _rediagnose(
+        self,
+        inc: Incident,
+        verdicts: Mapping[str, Verdict],
+        facts: Mapping[str, GuestFacts],
+        now: float,
+    ) -> bool:
+        changed = False
+        for uuid in {m.instance_uuid for m in inc.firing_members()}:
+            v = verdicts.get(uuid)
+            if v is None:
+                continue
+            old = inc.instances.get(uuid)
+            if old is None or (old.cause, tuple(old.evidence)) != (v.cause, v.evidence):
+                f = facts.get(uuid)
+                inc.instances[uuid] = InstanceVerdict.of(uuid, v, now, f.observed_at if f else None)
+                changed = True
+        present = {m.instance_uuid for m in inc.members.values()}
+        for uuid in [u for u in inc.instances if u not in present]:
+            del inc.instances[uuid]
+            changed = True
+        root = self.dominant(inc)
+        if root != inc.root_cause:
+            inc.root_cause = root
+            changed = True
+        return changed
+
+    def dominant(self, inc: Incident) -> str:
+        """The cause of most instances; `no_guest_data` only when no instance has facts."""
+        counts = Counter(v.cause for v in inc.instances.values() if v.cause != NO_GUEST_DATA)
+        if not counts:
+            return NO_GUEST_DATA
+        order = self.table.order
+        return min(counts, key=lambda c: (-counts[c], order.get(c, len(order))))
+
+    def _advance(self, inc: Incident, now: float) -> bool:
+        if inc.firing_members():
+            inc.last_seen = now
+            if inc.state != "firing":
+                inc.state, inc.quiet_since = "firing", None
+                return True
+            return False
+        if inc.state == "firing":
+            inc.state, inc.quiet_since = "resolving", now
+            return True
+        if inc.state == "resolving" and now - (inc.quiet_since or now) >= self.hold_down:
+            inc.state, inc.resolved_at = "resolved", now
+            del self.open[inc.key]
+            self.history[inc.id] = inc
+            return True
+        return False
+
+    def trim_history(self, limit: int) -> None:
+        """Keep only the newest `limit` resolved incidents in memory (storage keeps all)."""
+        if len(self.history) > limit:
+            keep = sorted(self.history.values(), key=lambda i: -(i.resolved_at or 0))[:limit]
+            self.history = {i.id: i for i in keep}

@@ -1,0 +1,135 @@
+"""Plain data types shared by the correlator's layers: alerts, guest facts, verdicts, timestamps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+FIRING = "firing"
+RESOLVED = "resolved"
+
+
+def parse_time(value: str) -> float | None:
+    """RFC 3339 text to epoch seconds; Go's zero time (year 1) means "unset" and gives None.
+
+    Raises ValueError on anything that is not an RFC 3339 timestamp with a zone.
+    """
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no time zone")
+    if dt.year <= 1:
+        return None
+    return dt.timestamp()
+
+
+def format_time(ts: float | None) -> str | None:
+    """Epoch seconds to RFC 3339 UTC with milliseconds (Alertmanager's style); None stays None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def labels_fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's fingerprint of a label set (FNV-1a 64 over sorted name/value pairs).
+
+    Matches `model.LabelSet.Fingerprint()` in prometheus/common, so alerts keyed by it line
+    up with the `fingerprint` field Alertmanager puts in webhooks and in `/api/v2/alerts`.
+    """
+    h = 0xCBF29CE484222325
+    for name in sorted(labels):
+        for part in (name.encode(), b"\xff", labels[name].encode(), b"\xff"):
+            for byte in part:
+                h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One host-side alert as Alertmanager reports it (webhook or API)."""
+
+    fingerprint: str
+    labels: Mapping[str, str]
+    status: str
+    starts_at: float | None
+    ends_at: float | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    generator_url: str = ""
+    suppressed: bool = False
+
+
+@dataclass(frozen=True)
+class PortFacts:
+    """What the guest exporter says about one PCIe port (labels segment/bus/device/function)."""
+
+    address: str
+    slot: str = ""
+    port_type: str = ""
+    hotplug_capable: float | None = None
+    handler: str | None = None
+    service_bound: float | None = None
+    irq_registered: float | None = None
+    button_pending: float | None = None
+    interrupt_enabled: float | None = None
+    attention_buttons: float | None = None
+    power_off_requests: float | None = None
+
+    def get(self, name: str) -> object:
+        """Field value by name (the diagnosis table addresses port fields by name)."""
+        return getattr(self, name)
+
+
+PORT_FIELDS = (
+    "slot",
+    "port_type",
+    "hotplug_capable",
+    "handler",
+    "service_bound",
+    "irq_registered",
+    "button_pending",
+    "interrupt_enabled",
+    "attention_buttons",
+    "power_off_requests",
+)
+
+
+@dataclass(frozen=True)
+class OscFacts:
+    """The `_OSC` negotiation outcome of one host bridge."""
+
+    bridge: str
+    outcome: str
+    missing_support: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GuestFacts:
+    """Everything known about one guest, joined from its exporter's series in Prometheus."""
+
+    instance_uuid: str
+    machine: str = ""
+    kernel: str = ""
+    job: str = ""
+    target: str = ""
+    image_id: str = ""
+    ports: tuple[PortFacts, ...] = ()
+    osc: tuple[OscFacts, ...] = ()
+    cmdline: Mapping[str, str] = field(default_factory=dict)
+    rescan_workarounds: tuple[str, ...] = ()
+    collectors_failed: tuple[str, ...] = ()
+    observed_at: float = 0.0
+
+    def boot_fingerprint(self) -> str:
+        """A short stable hash of kernel release and boot parameters (image key of last resort)."""
+        text = self.kernel + "\n" + "\n".join(f"{k}={v}" for k, v in sorted(self.cmdline.items()))
+        return labels_fingerprint({"boot": text})[:12]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The diagnosis of one instance: which cause matched and the facts that made it match."""
+
+    cause: str
+    evidence: tuple[str, ...]
+    guest_can_unplug: bool = False

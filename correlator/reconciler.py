@@ -1,0 +1,256 @@
+"""The control loop: firing alerts + guest facts -> verdicts -> incidents -> Alertmanager.
+
+Level-triggered: every reconcile re-reads what fires (each Alertmanager's `/api/v2/alerts`,
+plus webhook alerts not yet contradicted) and what guests say (Prometheus), and makes the
+incidents agree. A webhook only makes the next reconcile come sooner; bursts coalesce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from correlator.config import Config
+from correlator.diagnosis import DiagnosisTable
+from correlator.inbox import AlertInbox, WebhookOutcome
+from correlator.incidents import Incident, IncidentBook
+from correlator.metrics import Metrics
+from correlator.model import Alert, GuestFacts, Verdict, format_time
+from correlator.sources.alertmanager import (
+    AlertmanagerClient,
+    AlertmanagerError,
+    OutgoingAlert,
+    Pusher,
+)
+from correlator.sources.prometheus import PrometheusError, PrometheusSource
+from correlator.store import Store
+
+log = logging.getLogger(__name__)
+ALERTNAME = "PCIeHotplugRootCause"
+
+
+@dataclass
+class Upstream:
+    """One Alertmanager: read from, and pushed to through its own outbox."""
+
+    client: AlertmanagerClient
+    pusher: Pusher
+
+
+class Reconciler:
+    """Owns the inbox, the incident book and the loop that reconciles them."""
+
+    def __init__(
+        self,
+        config: Config,
+        table: DiagnosisTable,
+        store: Store,
+        prometheus: PrometheusSource,
+        upstreams: Sequence[Upstream],
+        metrics: Metrics,
+        external_url: str,
+    ) -> None:
+        self.config = config
+        self.table = table
+        self.store = store
+        self.prometheus = prometheus
+        self.upstreams = list(upstreams)
+        self.metrics = metrics
+        self.external_url = external_url.rstrip("/")
+        self.inbox = AlertInbox(config.matchers, config.timings.alert_ttl)
+        self.book = IncidentBook(config.labels, table, config.timings.hold_down)
+        self.facts_cache: dict[str, GuestFacts] = {}
+        self.reconciles = 0
+        self.last_queries = 0
+        self._trigger = asyncio.Event()
+        self._gauge_rows: set[tuple[str, str]] = set()
+        for up in self.upstreams:
+            up.pusher.on_error = metrics.push_failures.labels(up.client.url).inc
+            up.pusher.on_delivered = metrics.push_latency.labels(up.client.url).observe
+            metrics.push_queue.labels(up.client.url).set_function(
+                lambda p=up.pusher: len(p.pending)
+            )
+
+    def restore(self) -> None:
+        """Load incidents from storage; open ones take part in the next reconcile."""
+        incidents, seq = self.store.load(self.config.history_limit)
+        self.book.restore(incidents, seq)
+        self._update_gauges()
+
+    @property
+    def ready(self) -> bool:
+        """True once a first reconcile has completed."""
+        return self.reconciles > 0
+
+    # --- input -------------------------------------------------------------------------------
+
+    def ingest_webhook(self, alerts: Sequence[Alert]) -> WebhookOutcome:
+        """Take one validated webhook delivery; wakes the loop when it said something new."""
+        out = self.inbox.add_webhook(alerts, time.time())
+        m = self.metrics.alerts_received
+        for result in ("accepted", "duplicate", "stale", "ignored"):
+            n = getattr(out, result)
+            if n:
+                m.labels("webhook", result).inc(n)
+        self.metrics.last_webhook.set_to_current_time()
+        if out.changed:
+            self.trigger()
+        return out
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Ask for a reconcile soon (debounced)."""
+        self._trigger.set()
+
+    async def run(self) -> None:
+        """Reconcile every `reconcile_interval`, or sooner (debounced) after a webhook."""
+        t = self.config.timings
+        while True:
+            try:
+                await asyncio.wait_for(self._trigger.wait(), timeout=t.reconcile_interval)
+                await asyncio.sleep(t.webhook_debounce)
+            except TimeoutError:
+                pass
+            self._trigger.clear()
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile failed; retrying at the next interval")
+
+    async def reconcile_once(self) -> list[Incident]:
+        """One pass; returns the incidents that changed."""
+        started = time.monotonic()
+        now = time.time()
+        await self._poll_alertmanagers(now)
+        firing = self.inbox.firing(now)
+        self.inbox.prune(now)
+        uuids = {self.book.instance_of(a) for a in firing.values()}
+        facts, verdicts = await self._diagnose(uuids, now)
+        changed = {i.id: i for i in self.book.update(firing, verdicts, facts, now)}
+        outgoing: list[OutgoingAlert] = []
+        for inc in list({**{i.id: i for i in self.book.open.values()}, **changed}.values()):
+            alerts, touched = self._outgoing(inc)
+            outgoing += alerts
+            if touched:
+                changed[inc.id] = inc
+        if changed:
+            await asyncio.to_thread(self.store.save, list(changed.values()))
+        for up in self.upstreams:
+            up.pusher.offer(outgoing, now, self.config.timings.resend_interval)
+        self.book.trim_history(self.config.history_limit)
+        self.reconciles += 1
+        self.metrics.firing_alerts.set(len(firing))
+        self.metrics.reconcile_duration.observe(time.monotonic() - started)
+        self.metrics.last_reconcile.set_to_current_time()
+        self._update_gauges()
+        return list(changed.values())
+
+    async def _poll_alertmanagers(self, now: float) -> None:
+        matchers = self.config.matchers
+        results = await asyncio.gather(
+            *(up.client.active_alerts(matchers) for up in self.upstreams), return_exceptions=True
+        )
+        for up, result in zip(self.upstreams, results, strict=True):
+            if isinstance(result, AlertmanagerError):
+                self.metrics.am_errors.labels(up.client.url).inc()
+                log.warning("reading alerts failed: %s", result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self.inbox.add_snapshot(up.client.url, result, now)
+                self.metrics.alerts_received.labels("alertmanager", "polled").inc(len(result))
+
+    async def _diagnose(
+        self, uuids: set[str], now: float
+    ) -> tuple[dict[str, GuestFacts], dict[str, Verdict]]:
+        wanted = {u for u in uuids if u}
+        before = self.prometheus.queries_total
+        error = ""
+        try:
+            fresh = await self.prometheus.facts(wanted, now)
+        except PrometheusError as e:
+            error = str(e)
+            self.metrics.prom_errors.inc()
+            log.warning("guest facts unavailable: %s", e)
+            fresh = {}
+        else:
+            self.facts_cache = dict(fresh)
+        self.last_queries = self.prometheus.queries_total - before
+        self.metrics.prom_queries.inc(self.last_queries)
+        self.metrics.prom_queries_last.set(self.last_queries)
+        facts: dict[str, GuestFacts] = {}
+        verdicts: dict[str, Verdict] = {}
+        max_age = self.config.facts_max_age
+        for uuid in uuids:
+            if not uuid:
+                label = self.config.labels.instance_uuid
+                verdicts[uuid] = self.table.diagnose(
+                    None, f"the alert has no {label} label (config alerts.labels.instance_uuid)"
+                )
+                continue
+            f = fresh.get(uuid)
+            note = ""
+            if f is None and error:
+                cached = self.facts_cache.get(uuid)
+                if cached is not None and now - cached.observed_at <= max_age:
+                    f = cached
+                    note = (
+                        f"facts as of {format_time(cached.observed_at)}; "
+                        f"Prometheus unreachable since: {error}"
+                    )
+            if f is None:
+                why = f"Prometheus unreachable: {error}" if error else ""
+                verdicts[uuid] = self.table.diagnose(None, why)
+                continue
+            facts[uuid] = f
+            v = self.table.diagnose(f)
+            if note:
+                v = Verdict(v.cause, (*v.evidence, note), v.guest_can_unplug)
+            verdicts[uuid] = v
+        return facts, verdicts
+
+    # --- output ------------------------------------------------------------------------------
+
+    def incident_url(self, inc: Incident) -> str:
+        """The incident's HTML page (the pushed alert's generatorURL)."""
+        return f"{self.external_url}/incidents/{inc.id}"
+
+    def _outgoing(self, inc: Incident) -> tuple[list[OutgoingAlert], bool]:
+        """Desired Alertmanager state for one incident; resolves labelsets it no longer uses."""
+        cause = self.table.by_id.get(inc.root_cause, self.table.fallback)
+        labels = {
+            "alertname": ALERTNAME,
+            "image_id": inc.image_id,
+            "root_cause": inc.root_cause,
+            "severity": cause.severity,
+        }
+        annotations = {
+            "summary": cause.summary,
+            "description": inc.description(self.table),
+            "runbook_url": cause.runbook_url,
+        }
+        current = OutgoingAlert(labels, annotations, inc.first_seen, self.incident_url(inc))
+        out: list[OutgoingAlert] = []
+        touched = False
+        end = inc.resolved_at if not inc.is_open else time.time()
+        for key, old in list(inc.pushed.items()):
+            if inc.is_open and key == current.key:
+                continue
+            out.append(OutgoingAlert(old, annotations, inc.first_seen, current.generator_url, end))
+            del inc.pushed[key]
+            touched = True
+        if inc.is_open:
+            out.append(current)
+            if current.key not in inc.pushed:
+                inc.pushed[current.key] = labels
+                touched = True
+        return out, touched
+
+    def _update_gauges(self) -> None:
+        rows = [(i.state, i.root_cause) for i in self.book.all()]
+        self.metrics.set_incidents(rows, self._gauge_rows)
+        self._gauge_rows |= set(rows)

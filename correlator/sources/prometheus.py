@@ -1,0 +1,237 @@
+"""Guest facts from Prometheus with a fixed set of instant queries per reconcile.
+
+However many alerts fire, one reconcile runs the same four PromQL queries: the guests'
+`pciehp_guest_info` for the affected instance UUIDs, and three metric-family queries joined to
+those guests `on (job, instance)`. The results are joined in Python into one GuestFacts per
+instance UUID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from correlator.model import GuestFacts, OscFacts, PortFacts
+
+PORT_FAMILIES = (
+    "pciehp_port_info",
+    "pciehp_port_hotplug_capable",
+    "pciehp_port_hotplug_handler",
+    "pciehp_port_service_bound",
+    "pciehp_port_irq_registered",
+    "pciehp_slot_button_pending",
+    "pciehp_slot_interrupt_enabled",
+)
+GUEST_FAMILIES = (
+    "pciehp_osc_info",
+    "pciehp_kernel_param",
+    "pciehp_rescan_workaround",
+    "pciehp_collector_success",
+)
+EVENTS = {"attention_button": "attention_buttons", "power_off_request": "power_off_requests"}
+_PORT_VALUES = {
+    "pciehp_port_hotplug_capable": "hotplug_capable",
+    "pciehp_port_service_bound": "service_bound",
+    "pciehp_port_irq_registered": "irq_registered",
+    "pciehp_slot_button_pending": "button_pending",
+    "pciehp_slot_interrupt_enabled": "interrupt_enabled",
+}
+_REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
+
+
+class PrometheusError(Exception):
+    """Prometheus did not answer a query (unreachable, timeout, or an API error)."""
+
+
+def regex_alternatives(values: Collection[str]) -> str:
+    """An RE2 alternation matching exactly the given strings."""
+    return "|".join(
+        "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in v) for v in sorted(values)
+    )
+
+
+def promql_string(text: str) -> str:
+    """A PromQL double-quoted string literal."""
+    return json.dumps(text)
+
+
+@dataclass
+class _Guest:
+    info: Mapping[str, str]
+    ports: dict[str, dict[str, object]] = field(default_factory=lambda: defaultdict(dict))
+    osc: list[OscFacts] = field(default_factory=list)
+    cmdline: dict[str, str] = field(default_factory=dict)
+    rescan: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _address(labels: Mapping[str, str]) -> str:
+    return f"{labels.get('segment', '')}:{labels.get('bus', '')}:{labels.get('device', '')}." + (
+        labels.get("function", "")
+    )
+
+
+def _value(sample: Mapping[str, object]) -> float:
+    return float(sample["value"][1])  # type: ignore[index]
+
+
+class PrometheusSource:
+    """Runs the bounded fact queries against one Prometheus and joins the answers."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        image_label: str = "image_id",
+        selector: str = "",
+        timeout: float = 10.0,
+    ) -> None:
+        self.session = session
+        self.url = url.rstrip("/")
+        self.image_label = image_label
+        self.selector = selector.strip().rstrip(",")
+        self.timeout = timeout
+        self.queries_total = 0
+
+    def queries(self, uuids: Collection[str]) -> list[str]:
+        """The PromQL of one reconcile for these instance UUIDs (always four queries)."""
+        extra = f", {self.selector}" if self.selector else ""
+        guests = (
+            f"pciehp_guest_info{{instance_uuid=~{promql_string(regex_alternatives(uuids))}{extra}}}"
+        )
+        ports = "|".join(PORT_FAMILIES)
+        events = "|".join(EVENTS)
+        meta = "|".join(GUEST_FAMILIES)
+        join = f" and on (job, instance) {guests}"
+        return [
+            guests,
+            f'{{__name__=~"{ports}"{extra}}}{join}',
+            f'pciehp_events_total{{event=~"{events}"{extra}}}{join}',
+            f'{{__name__=~"{meta}"{extra}}}{join}',
+        ]
+
+    async def _query(self, promql: str) -> list[Mapping[str, object]]:
+        self.queries_total += 1
+        try:
+            async with self.session.post(
+                f"{self.url}/api/v1/query",
+                data={"query": promql},
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise PrometheusError(f"{self.url} unreachable: {e or type(e).__name__}") from e
+        try:
+            doc = json.loads(body)
+        except ValueError as e:
+            raise PrometheusError(f"{self.url} answered HTTP {resp.status}, not JSON") from e
+        if resp.status != 200 or doc.get("status") != "success":
+            raise PrometheusError(
+                f"{self.url} query failed (HTTP {resp.status}): "
+                f"{doc.get('errorType', '')} {doc.get('error', '')}".strip()
+            )
+        data = doc.get("data", {})
+        if data.get("resultType") != "vector":
+            raise PrometheusError(f"{self.url} returned {data.get('resultType')}, not a vector")
+        return data.get("result", [])
+
+    async def facts(self, uuids: Collection[str], now: float) -> dict[str, GuestFacts]:
+        """Facts for every instance UUID that has a guest exporter in Prometheus."""
+        if not uuids:
+            return {}
+        results = await asyncio.gather(*(self._query(q) for q in self.queries(uuids)))
+        return self.join(*results, now=now)
+
+    def join(
+        self,
+        guests: list[Mapping[str, object]],
+        ports: list[Mapping[str, object]],
+        events: list[Mapping[str, object]],
+        meta: list[Mapping[str, object]],
+        now: float,
+    ) -> dict[str, GuestFacts]:
+        """Turn the four query results into GuestFacts keyed by instance UUID."""
+        by_target: dict[tuple[str, str], _Guest] = {}
+        for sample in sorted(guests, key=lambda s: sorted(s["metric"].items())):  # type: ignore[union-attr]
+            labels: Mapping[str, str] = sample["metric"]  # type: ignore[assignment]
+            by_target[(labels.get("job", ""), labels.get("instance", ""))] = _Guest(labels)
+
+        def guest_of(labels: Mapping[str, str]) -> _Guest | None:
+            return by_target.get((labels.get("job", ""), labels.get("instance", "")))
+
+        for sample in ports:
+            labels = sample["metric"]  # type: ignore[assignment]
+            g = guest_of(labels)
+            if g is None:
+                continue
+            port = g.ports[_address(labels)]
+            name = labels.get("__name__", "")
+            value = _value(sample)
+            if name == "pciehp_port_info":
+                port["slot"] = labels.get("slot", "")
+                port["port_type"] = labels.get("port_type", "")
+            elif name == "pciehp_port_hotplug_handler":
+                if value == 1:
+                    port["handler"] = labels.get("handler", "")
+            elif name in _PORT_VALUES:
+                port[_PORT_VALUES[name]] = value
+                if labels.get("slot"):
+                    port.setdefault("slot", labels["slot"])
+        for sample in events:
+            labels = sample["metric"]  # type: ignore[assignment]
+            g = guest_of(labels)
+            field_name = EVENTS.get(labels.get("event", ""))
+            if g is None or field_name is None:
+                continue
+            port = g.ports[_address(labels)]
+            port[field_name] = float(port.get(field_name, 0.0)) + _value(sample)  # type: ignore[arg-type]
+        for sample in meta:
+            labels = sample["metric"]  # type: ignore[assignment]
+            g = guest_of(labels)
+            if g is None:
+                continue
+            name = labels.get("__name__", "")
+            if name == "pciehp_osc_info":
+                g.osc.append(
+                    OscFacts(
+                        bridge=labels.get("bridge", ""),
+                        outcome=labels.get("outcome", ""),
+                        missing_support=tuple(labels.get("missing_support", "").split()),
+                        denied=tuple(labels.get("denied", "").split()),
+                    )
+                )
+            elif name == "pciehp_kernel_param":
+                g.cmdline[labels.get("param", "")] = labels.get("value", "")
+            elif name == "pciehp_rescan_workaround":
+                g.rescan.append(labels.get("source", ""))
+            elif name == "pciehp_collector_success" and _value(sample) == 0:
+                g.failed.append(labels.get("collector", ""))
+
+        out: dict[str, GuestFacts] = {}
+        for (job, target), g in by_target.items():
+            uuid = g.info.get("instance_uuid", "")
+            if not uuid or uuid in out:
+                continue
+            out[uuid] = GuestFacts(
+                instance_uuid=uuid,
+                machine=g.info.get("machine", ""),
+                kernel=g.info.get("kernel", ""),
+                job=job,
+                target=target,
+                image_id=g.info.get(self.image_label, ""),
+                ports=tuple(
+                    PortFacts(address=addr, **fields)  # type: ignore[arg-type]
+                    for addr, fields in sorted(g.ports.items())
+                ),
+                osc=tuple(sorted(g.osc, key=lambda o: o.bridge)),
+                cmdline=dict(sorted(g.cmdline.items())),
+                rescan_workarounds=tuple(sorted(g.rescan)),
+                collectors_failed=tuple(sorted(g.failed)),
+                observed_at=now,
+            )
+        return out

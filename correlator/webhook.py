@@ -1,0 +1,102 @@
+"""Alertmanager webhook payload (version 4) parsing and validation.
+
+Validation is all-or-nothing: a payload with one bad alert is rejected whole with a reason
+that names the field, so a malformed delivery never changes state halfway.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from correlator.model import FIRING, RESOLVED, Alert, labels_fingerprint, parse_time
+
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+
+
+class PayloadError(ValueError):
+    """The body is not a valid Alertmanager webhook payload; the message says where and why."""
+
+
+def _string_map(value: object, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise PayloadError(f"{where}: expected an object mapping strings to strings")
+    return value
+
+
+def _time(value: object, where: str, required: bool) -> float | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}: expected an RFC 3339 timestamp string")
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise PayloadError(f"{where}: {e}") from e
+
+
+def _alert(raw: object, where: str) -> Alert:
+    if not isinstance(raw, dict):
+        raise PayloadError(f"{where}: expected an object")
+    status = raw.get("status")
+    if status not in (FIRING, RESOLVED):
+        raise PayloadError(f'{where}.status: expected "firing" or "resolved", got {status!r}')
+    labels = _string_map(raw.get("labels"), f"{where}.labels")
+    if not labels:
+        raise PayloadError(f"{where}.labels: an alert needs at least one label")
+    annotations = _string_map(raw.get("annotations", {}), f"{where}.annotations")
+    starts_at = _time(raw.get("startsAt"), f"{where}.startsAt", required=True)
+    ends_at = _time(raw.get("endsAt"), f"{where}.endsAt", required=False)
+    generator = raw.get("generatorURL", "")
+    if not isinstance(generator, str):
+        raise PayloadError(f"{where}.generatorURL: expected a string")
+    fingerprint = raw.get("fingerprint")
+    if fingerprint is None:
+        fingerprint = labels_fingerprint(labels)
+    elif not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        raise PayloadError(f"{where}.fingerprint: expected 16 lower-case hex digits")
+    return Alert(
+        fingerprint=fingerprint,
+        labels=labels,
+        status=status,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        annotations=annotations,
+        generator_url=generator,
+    )
+
+
+def parse_payload(doc: Any) -> list[Alert]:
+    """Validate a decoded payload and return its alerts; raises PayloadError."""
+    if not isinstance(doc, Mapping):
+        raise PayloadError("payload: expected a JSON object")
+    version = doc.get("version")
+    if version != "4":
+        raise PayloadError(f'version: expected "4" (Alertmanager webhook payload), got {version!r}')
+    for key in ("receiver", "status", "groupKey", "externalURL"):
+        if key in doc and not isinstance(doc[key], str):
+            raise PayloadError(f"{key}: expected a string")
+    for key in ("groupLabels", "commonLabels", "commonAnnotations"):
+        if key in doc:
+            _string_map(doc[key], key)
+    if "truncatedAlerts" in doc and (
+        isinstance(doc["truncatedAlerts"], bool) or not isinstance(doc["truncatedAlerts"], int)
+    ):
+        raise PayloadError("truncatedAlerts: expected an integer")
+    alerts = doc.get("alerts")
+    if not isinstance(alerts, list):
+        raise PayloadError("alerts: expected a list")
+    return [_alert(a, f"alerts[{i}]") for i, a in enumerate(alerts)]
+
+
+def parse_body(body: bytes) -> list[Alert]:
+    """Decode JSON bytes and validate them as a webhook payload; raises PayloadError."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError(f"body is not JSON: {e}") from e
+    return parse_payload(doc)
