@@ -1,0 +1,361 @@
+"""The monitoring plane for real: exporters on the bundled captures, Prometheus with our rules,
+Alertmanager with our configuration, pciehp-correlator, and a webhook recorder for on-call.
+
+Shared by the alert and dashboard tests. Each capture is one guest (scrape target); its VM
+image is the `image_id` target label, set in static_configs as service discovery would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import yaml
+
+from tests.support import captures, servers
+from tests.support.captures import Capture
+
+ROOT = Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "alerts"
+RULE_FILES = tuple(sorted(ALERTS.glob("*.rules.yml")))
+ALERTMANAGER_CONFIG = ALERTS / "alertmanager.yml"
+EXPORTER_JOB = "pciehp-exporter"
+CORRELATOR_JOB = "pciehp-correlator"
+DETACH_ALERTNAME = re.compile(r".*Detach.*(Timeout|Failed).*")
+
+# (scenario, phase, image_id). img-aspm-off: two pcie_aspm=off guests (one right after a hung
+# unplug) and one whose owner fixed it; img-debian12: native-hotplug and ACPI-hotplug hosts;
+# img-debian12-pc: an i440fx guest without PCIe ports.
+GUESTS: tuple[tuple[str, str, str], ...] = (
+    ("q35_aspm_off", "boot", "img-aspm-off"),
+    ("q35_aspm_off", "after_unplug", "img-aspm-off"),
+    ("q35_normal", "after_unplug", "img-aspm-off"),
+    ("q35_normal", "boot", "img-debian12"),
+    ("q35_normal", "after_plug", "img-debian12"),
+    ("q35_acpihp_normal", "boot", "img-debian12"),
+    ("i440fx_normal", "boot", "img-debian12-pc"),
+)
+
+
+@dataclass
+class Guest:
+    """One scrape target: an exporter serving one capture, labelled with its image."""
+
+    capture: Capture
+    image_id: str
+    port: int
+
+    @property
+    def instance(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def instance_uuid(self) -> str:
+        """The SMBIOS UUID the capture's VM was started with (Nova: the instance UUID)."""
+        meta = captures.GUESTS / self.capture.scenario / "meta.json"
+        return json.loads(meta.read_text())["uuid"]
+
+
+@dataclass
+class RepoProcess(servers.Server):
+    """A server run from this repository (cwd = repo root); ready once `ready_path` answers 200."""
+
+    ready_path: str = "/-/ready"
+
+    def launch(self) -> None:
+        """Start the process without waiting for it."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        log.close()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll `ready_path` until it answers 200; fail fast if the process died."""
+
+        def ready() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+            return servers.http_get(self.url + self.ready_path, timeout=1.0)[0] == 200
+
+        servers.wait_until(ready, timeout=timeout, what=f"{self.name} ready")
+
+    def start(self, timeout: float = 60.0) -> RepoProcess:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+
+@dataclass
+class Recorder:
+    """A webhook receiver on loopback that records every POST (path, JSON body)."""
+
+    posts: list[tuple[str, dict]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Recorder:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with recorder._lock:
+                    recorder.posts.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                """Keep test output quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def alerts(self, path: str) -> list[dict]:
+        """Every alert delivered to `path` so far, in order (firing and resolved)."""
+        with self._lock:
+            return [a for p, body in self.posts if p == path for a in body["alerts"]]
+
+
+@dataclass
+class Plane:
+    """The running monitoring plane."""
+
+    prometheus: servers.Server
+    guests: list[Guest]
+    alertmanager: servers.Server | None = None
+    correlator: RepoProcess | None = None
+    recorder: Recorder | None = None
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant PromQL query; returns the result vector (raises on an API error)."""
+        return _result(self.prometheus.url, "query", {"query": expr})
+
+    def query_range(self, expr: str, seconds: int, step: str = "1s") -> list[dict]:
+        """Range query over the last `seconds`; returns the result matrix."""
+        now = int(time.time())
+        params = {"query": expr, "start": str(now - seconds), "end": str(now), "step": step}
+        return _result(self.prometheus.url, "query_range", params)
+
+    def guest(self, scenario: str, phase: str) -> Guest:
+        return next(
+            g for g in self.guests if (g.capture.scenario, g.capture.phase) == (scenario, phase)
+        )
+
+    def alert_rules(self) -> dict[str, dict]:
+        """Prometheus' view of every alerting rule, by name (state and active alerts)."""
+        answer = servers.http_json(self.prometheus.url + "/api/v1/rules?type=alert")
+        groups = answer["data"]["groups"]  # type: ignore[index]
+        return {r["name"]: r for g in groups for r in g["rules"]}
+
+
+def _result(base: str, endpoint: str, params: dict[str, str]) -> list[dict]:
+    answer = servers.http_json(f"{base}/api/v1/{endpoint}?{urlencode(params)}")
+    assert isinstance(answer, dict) and answer.get("status") == "success", answer
+    return answer["data"]["result"]
+
+
+def post_alerts(alertmanager_url: str, alerts: Sequence[dict]) -> None:
+    """POST alerts to Alertmanager's v2 API, as Prometheus or the correlator would."""
+    servers.http_json(alertmanager_url + "/api/v2/alerts", list(alerts))
+
+
+def detach_alert(alertname: str, image_id: str, instance_uuid: str, device: str) -> dict:
+    """A host-side detach alert with the labels the correlator expects (kernel-facts §7.3)."""
+    return {
+        "labels": {
+            "alertname": alertname,
+            "severity": "warning",
+            "service": "nova-compute",
+            "host": "cmp-17",
+            "instance_uuid": instance_uuid,
+            "image_id": image_id,
+            "device": device,
+        },
+        "annotations": {"summary": f"Detach of {device} from {instance_uuid} timed out"},
+        "generatorURL": "http://nova-log.example.invalid/",
+    }
+
+
+def rfc3339(offset_seconds: float = 0.0) -> str:
+    """Now plus an offset, as Alertmanager's API wants it."""
+    return (datetime.now(UTC) + timedelta(seconds=offset_seconds)).isoformat()
+
+
+def alertmanager_config_for_tests(oncall_url: str, correlator_url: str) -> dict[str, Any]:
+    """The committed alertmanager.yml with receiver URLs pointed at the test and timers shrunk.
+
+    Routes, matchers and inhibit rules are kept as committed; only durations shrink (keeping
+    their order: the on-call detach route still waits longer than the correlator's route).
+    """
+    cfg = copy.deepcopy(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()))
+    urls = {"oncall": oncall_url, "pciehp-correlator": correlator_url}
+    for receiver in cfg["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = urls[receiver["name"]]
+    timers = {
+        # receiver, is a detach route -> (group_wait, group_interval)
+        ("pciehp-correlator", True): ("0s", "1s"),
+        ("oncall", True): ("4s", "1s"),
+    }
+    cfg["route"].update(group_wait="1s", group_interval="1s")
+    for route in cfg["route"]["routes"]:
+        detach = any("Detach" in m for m in route.get("matchers", []))
+        wait, interval = timers.get((route["receiver"], detach), ("0s", "1s"))
+        route.update(group_wait=wait, group_interval=interval)
+    return cfg
+
+
+def exporter_argv(capture: Capture, port: int) -> list[str]:
+    """Command line of an exporter serving one capture on 127.0.0.1:port."""
+    return [
+        sys.executable,
+        "-m",
+        "exporter.cli",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        *capture.exporter_args(),
+    ]
+
+
+def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list[dict]:
+    """Prometheus scrape configs: one static target per guest with its image_id label."""
+    configs: list[dict] = [
+        {
+            "job_name": EXPORTER_JOB,
+            "static_configs": [
+                {"targets": [g.instance], "labels": {"image_id": g.image_id}} for g in guests
+            ],
+        }
+    ]
+    if correlator_port:
+        configs.append(
+            {
+                "job_name": CORRELATOR_JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{correlator_port}"]}],
+            }
+        )
+    return configs
+
+
+@contextlib.contextmanager
+def running(
+    workdir: Path, guests: Sequence[tuple[str, str, str]] = GUESTS, full: bool = True
+) -> Iterator[Plane]:
+    """Start exporters and Prometheus (with alerts/*.rules.yml); with `full`, also the on-call
+    recorder, Alertmanager (our configuration) and pciehp-correlator, scraped by Prometheus.
+
+    Yields once every target has been scraped a few times and every rule group has been
+    evaluated on that data.
+    """
+    members = [Guest(Capture(s, p), image, servers.free_port()) for s, p, image in guests]
+    exporters = [
+        RepoProcess(
+            f"exporter-{i}", exporter_argv(g.capture, g.port), g.port, workdir, None, "/metrics"
+        )
+        for i, g in enumerate(members)
+    ]
+    recorder = Recorder().start() if full else None
+    correlator_port = servers.free_port() if full else None
+    prom = servers.prometheus(
+        workdir / "prometheus",
+        scrape_configs=scrape_configs(members, correlator_port),
+        rule_files=RULE_FILES,
+    )
+    am = correlator = None
+    if recorder and correlator_port:
+        am = servers.alertmanager(
+            workdir / "alertmanager",
+            alertmanager_config_for_tests(
+                recorder.url + "/oncall", f"http://127.0.0.1:{correlator_port}/api/v1/webhook"
+            ),
+        )
+        cfg = workdir / "correlator.yml"
+        cfg.write_text(yaml.safe_dump({"timings": {"reconcile_interval": "1s"}}))
+        correlator = RepoProcess(
+            "correlator",
+            [
+                sys.executable,
+                "-m",
+                "correlator.app",
+                "--config",
+                str(cfg),
+                "--web.listen-address",
+                f"127.0.0.1:{correlator_port}",
+                "--prometheus.url",
+                prom.url,
+                "--alertmanager.url",
+                am.url,
+                "--storage.path",
+                str(workdir / "incidents.sqlite"),
+            ],
+            correlator_port,
+            workdir,
+        )
+    try:
+        for e in exporters:
+            e.launch()
+        for e in exporters:
+            e.wait_ready()
+        with servers.running(*(s for s in (prom, am) if s)):
+            if correlator:
+                correlator.start()
+            plane = Plane(prom, members, am, correlator, recorder)
+            wait_for_data(plane, len(members) + (1 if correlator else 0))
+            yield plane
+    finally:
+        if correlator:
+            correlator.stop()
+        for e in exporters:
+            e.stop()
+        if recorder:
+            recorder.stop()
+
+
+def wait_for_data(plane: Plane, targets: int, samples: int = 4, timeout: float = 60.0) -> None:
+    """Wait until every target is up with `samples` scrapes, then for one more rule evaluation."""
+
+    def scraped() -> bool:
+        r = plane.query(f"count(count_over_time(up[1m]) >= {samples} and up == 1)")
+        return bool(r) and int(float(r[0]["value"][1])) == targets
+
+    servers.wait_until(scraped, timeout=timeout, what=f"{targets} targets scraped {samples}x")
+    since = time.time()
+
+    def evaluated() -> bool:
+        answer = servers.http_json(plane.prometheus.url + "/api/v1/rules")
+        groups = answer["data"]["groups"]  # type: ignore[index]
+        return bool(groups) and all(_later(g["lastEvaluation"], since) for g in groups)
+
+    servers.wait_until(evaluated, timeout=timeout, what="every rule group evaluated on the data")
+
+
+def _later(rfc3339_time: str, since: float) -> bool:
+    """Whether a Prometheus RFC 3339 time (nanoseconds, Z or offset) is later than `since`."""
+    # Python parses at most microseconds: cut the fraction to 6 digits.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339_time).replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp() > since
