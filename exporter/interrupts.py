@@ -95,28 +95,49 @@ def parse_row(irq: int, rest: str, ncpu: int) -> IrqRow:
     return IrqRow(irq=irq, total=total, chip=chip, hwirq=hwirq, flow=flow, actions=actions)
 
 
+def _numbered(line: str, ncpu: int) -> IrqRow | None:
+    head, sep, rest = line.partition(":")
+    name = head.strip()
+    if not sep or not name.isdigit():
+        return None
+    try:
+        return parse_row(int(name), rest, ncpu)
+    except ValueError:
+        return None
+
+
 def parse(text: str, wanted: Collection[int] = (), keyword: str = "pciehp") -> dict[int, IrqRow]:
     """Rows of the IRQs in `wanted` and of every row mentioning `keyword`; malformed rows skipped.
 
+    Rows are located with str.find (for `NN:` heads and for the keyword), so the rows not
+    asked for cost a memory scan, not Python work per line.
     Raises InterruptsError if there is no CPU header.
     """
-    lines = text.split("\n")
-    ncpu = cpu_count(lines[0]) if lines else 0
+    nl = text.find("\n")
+    ncpu = cpu_count(text if nl == -1 else text[:nl])
+    if nl == -1:
+        return {}
     rows: dict[int, IrqRow] = {}
-    wanted_set = set(wanted)
-    check_msi = bool(keyword)
-    for line in lines[1:]:
-        head, sep, rest = line.partition(":")
-        if not sep:
-            continue
-        name = head.strip()
-        if not name.isdigit():
-            continue
-        irq = int(name)
-        if irq not in wanted_set and not (check_msi and keyword in rest):
-            continue
-        try:
-            rows[irq] = parse_row(irq, rest, ncpu)
-        except ValueError:
-            continue
+    if keyword:
+        pos = text.find(keyword, nl + 1)
+        while pos != -1:
+            start = text.rfind("\n", 0, pos) + 1
+            end = text.find("\n", pos)
+            end = len(text) if end == -1 else end
+            row = _numbered(text[start:end], ncpu)
+            if row is not None and keyword in row.actions:
+                rows[row.irq] = row
+            pos = text.find(keyword, end)
+    for irq in set(wanted) - rows.keys():
+        needle = f"{irq}:"
+        pos = text.find(needle, nl)
+        while pos != -1:
+            start = text.rfind("\n", 0, pos) + 1
+            if not text[start:pos].strip():  # the IRQ number heads its row
+                end = text.find("\n", pos)
+                row = _numbered(text[start : len(text) if end == -1 else end], ncpu)
+                if row is not None:
+                    rows[irq] = row
+                break
+            pos = text.find(needle, pos + 1)
     return rows

@@ -91,9 +91,13 @@ class Port:
 
     @property
     def irqs(self) -> tuple[int, ...]:
-        """Every IRQ this port may use: its MSI/MSI-X vectors, then its INTx/first-MSI `irq`."""
-        extra = () if self.irq is None or self.irq in self.msi_irqs else (self.irq,)
-        return self.msi_irqs + extra
+        """The IRQs this port's services use: its MSI/MSI-X vectors, else its INTx `irq`.
+
+        With MSI-X enabled `irq` still names the unused INTx line, so it only counts without MSI.
+        """
+        if self.msi_irqs:
+            return self.msi_irqs
+        return () if self.irq is None else (self.irq,)
 
 
 @dataclass
