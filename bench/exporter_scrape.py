@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import servers  # noqa: E402
-from tests.support.captures import Capture  # noqa: E402
+from tests.support.captures import Capture, tree_args  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
@@ -154,14 +154,7 @@ def main() -> int:
                     "exporter.cli",
                     "--web.listen-address",
                     f"127.0.0.1:{p1}",
-                    "--path.procfs",
-                    str(tree / "proc"),
-                    "--path.sysfs",
-                    str(tree / "sys"),
-                    "--path.rootfs",
-                    str(tree),
-                    "--kernel-log",
-                    str(tree / "kmsg.txt"),
+                    *tree_args(tree),
                 ],
                 p1,
                 args.scrapes,

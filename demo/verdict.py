@@ -9,26 +9,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-GUESTS = Path(__file__).resolve().parent.parent / "tests" / "data" / "guests"
+from tests.support.captures import GUESTS, tree_args
+
 SCENARIOS = ("q35_normal", "q35_aspm_off", "q35_acpihp_normal", "i440fx_normal")
 
 
 def scrape(tree: Path) -> str:
     """One `pciehp-exporter --once` over a capture tree, as a subprocess (the real CLI)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "exporter.cli",
-        "--once",
-        "--path.procfs",
-        str(tree / "proc"),
-        "--path.sysfs",
-        str(tree / "sys"),
-        "--path.rootfs",
-        str(tree),
-        "--kernel-log",
-        str(tree / "kmsg.txt"),
-    ]
+    argv = [sys.executable, "-m", "exporter.cli", "--once", *tree_args(tree)]
     return subprocess.run(argv, capture_output=True, check=True, text=True).stdout
 
 

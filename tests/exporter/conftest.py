@@ -11,22 +11,13 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import build_registry, parse_args
-from tests.support.captures import Capture
+from tests.support.captures import Capture, tree_args
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def exporter_args(tree: Path, kernel_log: Path | None = None) -> list[str]:
-    return [
-        "--path.procfs",
-        str(tree / "proc"),
-        "--path.sysfs",
-        str(tree / "sys"),
-        "--path.rootfs",
-        str(tree),
-        "--kernel-log",
-        str(kernel_log or tree / "kmsg.txt"),
-    ]
+    return tree_args(tree, kernel_log)
 
 
 def parse_samples(text: str) -> Samples:

@@ -41,12 +41,21 @@ class Capture:
 
     def exporter_args(self) -> list[str]:
         """The exporter's path flags for this tree."""
-        return [
-            "--path.procfs", str(self.procfs),
-            "--path.sysfs", str(self.sysfs),
-            "--path.rootfs", str(self.tree),
-            "--kernel-log", str(self.kmsg),
-        ]
+        return tree_args(self.tree)
+
+
+def tree_args(tree: Path, kernel_log: Path | None = None) -> list[str]:
+    """The exporter's path flags for a capture-shaped tree (proc/, sys/, kmsg.txt)."""
+    return [
+        "--path.procfs",
+        str(tree / "proc"),
+        "--path.sysfs",
+        str(tree / "sys"),
+        "--path.rootfs",
+        str(tree),
+        "--kernel-log",
+        str(kernel_log or tree / "kmsg.txt"),
+    ]
 
 
 ALL = [Capture(s, p) for s in SCENARIOS for p in PHASES]

@@ -87,7 +87,10 @@ class Server:
         """Start the process and wait for /-/ready."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
             start_new_session=True,
         )
         log.close()
@@ -143,11 +146,8 @@ def prometheus(
         "rule_files": [str(Path(p).resolve()) for p in rule_files],
     }
     if alertmanagers:
-        config["alerting"] = {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [a.removeprefix("http://") for a in alertmanagers]}]}
-            ]
-        }
+        targets = [a.removeprefix("http://") for a in alertmanagers]
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
     cfg = workdir / "prometheus.yml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     argv = [
@@ -186,7 +186,7 @@ def alertmanager(
     if cluster_port:
         argv.append(f"--cluster.listen-address=127.0.0.1:{cluster_port}")
         argv += [f"--cluster.peer={p}" for p in peers]
-        argv.append("--cluster.advertise-address=127.0.0.1:%d" % cluster_port)
+        argv.append(f"--cluster.advertise-address=127.0.0.1:{cluster_port}")
     else:
         argv.append("--cluster.listen-address=")
     return Server("alertmanager", argv, port, workdir)
