@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import servers  # noqa: E402
-from tests.support.captures import Capture, tree_args  # noqa: E402
+from tests.support.captures import Capture, materialize_links, tree_args  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
@@ -89,6 +89,7 @@ def interrupts_text(ncpu: int, extra_msi: int) -> str:
 def make_guest(base: Path, ncpu: int, extra_msi: int) -> Path:
     tree = base / f"guest-{ncpu}cpu"
     shutil.copytree(Capture("q35_normal").tree, tree)
+    materialize_links(tree)  # read like a live sysfs, not like the flattened capture
     text = interrupts_text(ncpu, extra_msi)
     (tree / "proc" / "interrupts").write_text(text)
     return tree

@@ -10,13 +10,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.collectors import default_sources
+from exporter.exposition import CONTENT_TYPE, render_metrics, write_textfile
 from exporter.kernel_log import KernelLog
 from exporter.paths import Paths
 from exporter.registry import PREFIX, ExporterCollector
@@ -88,6 +88,11 @@ def build_registry(args: argparse.Namespace, process_metrics: bool = False) -> C
     return registry
 
 
+def scrape(registry: CollectorRegistry) -> bytes:
+    """One scrape of every registered collector, in the text exposition format."""
+    return render_metrics(registry.collect()).encode("utf-8")
+
+
 def split_address(listen: str) -> tuple[str, int]:
     """`:9860` / `127.0.0.1:9860` / `[::1]:9860` into (host, port)."""
     host, _, port = listen.rpartition(":")
@@ -102,7 +107,7 @@ def make_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                self._send(200, CONTENT_TYPE, scrape(registry))
             elif path == "/":
                 self._send(200, "text/html; charset=utf-8", LANDING)
             elif path == "/-/healthy":
@@ -150,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.once:
-        sys.stdout.buffer.write(generate_latest(build_registry(args)))
+        sys.stdout.buffer.write(scrape(build_registry(args)))
         return 0
     if args.textfile:
-        write_to_textfile(args.textfile, build_registry(args))
+        write_textfile(args.textfile, scrape(build_registry(args)))
         return 0
     registry = build_registry(args, process_metrics=True)
-    generate_latest(registry)  # first poll of the kernel log happens now, not on the first scrape
+    scrape(registry)  # first poll of the kernel log happens now, not on the first scrape
     serve(registry, args.listen)
     return 0
 

@@ -68,3 +68,31 @@ def test_once_and_textfile_are_exclusive():
     )
     assert out.returncode == 2
     assert b"not allowed with" in out.stderr
+
+
+def test_lean_writer_is_byte_identical_to_client_python():
+    """exporter.exposition.render_metrics must not drift from generate_latest's format."""
+    from prometheus_client import generate_latest
+
+    from exporter.cli import build_registry, parse_args, scrape
+
+    for scenario in ("q35_normal", "q35_aspm_off", "q35_acpihp_normal", "i440fx_normal"):
+        cap = Capture(scenario, "after_unplug")
+        a = build_registry(parse_args(cap.exporter_args()))
+        b = build_registry(parse_args(cap.exporter_args()))
+        ours = scrape(a).decode()
+        theirs = generate_latest(b).decode()
+        strip = [ln for ln in ours.splitlines() if "duration_seconds{" not in ln]
+        assert strip == [ln for ln in theirs.splitlines() if "duration_seconds{" not in ln]
+
+
+def test_hostile_label_values_are_escaped():
+    from prometheus_client.core import GaugeMetricFamily
+
+    from exporter.exposition import render_metrics
+
+    g = GaugeMetricFamily("x", "doc\\with\nnewline", labels=["v"])
+    g.add_metric(['a"b\\c\nd'], 1.0)
+    text = render_metrics([g])
+    assert text == ('# HELP x doc\\\\with\\nnewline\n# TYPE x gauge\nx{v="a\\"b\\\\c\\nd"} 1.0\n')
+    assert parse_samples(text)[("x", frozenset({("v", 'a"b\\c\nd')}))] == 1.0

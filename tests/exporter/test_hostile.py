@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 
 from exporter.cli import build_registry, parse_args
 from tests.exporter.conftest import exporter_args, parse_samples, port, select, value
-from tests.support.captures import Capture
+from tests.support.captures import Capture, materialize_links
 
 HUGE = 40 * 1024 * 1024
 
@@ -104,17 +104,7 @@ def test_real_symlinks_read_like_flattened_links(scrape, tree_copy):
     """The captures store sysfs links as files; a tree with real symlinks gives the same output."""
     tree = tree_copy(Capture("q35_normal", "after_unplug"))
     expected = scrape(tree)
-    converted = 0
-    for p in sorted(tree.rglob("*")):
-        if p.is_file() and not p.is_symlink() and p.stat().st_size < 4096:
-            try:
-                text = p.read_text().strip()
-            except UnicodeDecodeError:
-                continue
-            if text.startswith("../") and "\n" not in text:
-                p.unlink()
-                p.symlink_to(text)
-                converted += 1
+    converted = materialize_links(tree)
     assert converted > 100
     got = scrape(tree)
     strip = {k: v for k, v in got.items() if k[0] != "pciehp_collector_duration_seconds"}

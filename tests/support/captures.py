@@ -59,3 +59,23 @@ def tree_args(tree: Path, kernel_log: Path | None = None) -> list[str]:
 
 
 ALL = [Capture(s, p) for s in SCENARIOS for p in PHASES]
+
+
+def materialize_links(tree: Path) -> int:
+    """Turn the captures' flattened sysfs links (files holding `../target`) into real symlinks.
+
+    Gives a tree that reads like a live sysfs. Returns how many links were made.
+    """
+    made = 0
+    for p in sorted(tree.rglob("*")):
+        if not p.is_file() or p.is_symlink() or p.stat().st_size >= 4096:
+            continue
+        try:
+            text = p.read_text().strip()
+        except UnicodeDecodeError:
+            continue
+        if text.startswith("../") and "\n" not in text:
+            p.unlink()
+            p.symlink_to(text)
+            made += 1
+    return made
