@@ -13,7 +13,7 @@ from exporter.kernel_log import KernelLog
 from exporter.registry import Source
 
 
-def default_sources(log: KernelLog) -> list[Source]:
+def default_sources(log: KernelLog, product_uuid: str | None = None) -> list[Source]:
     """Every collector, ports first (it reads the sysfs topology the others share)."""
     return [
         PortsCollector(),
@@ -21,6 +21,6 @@ def default_sources(log: KernelLog) -> list[Source]:
         InterruptsCollector(),
         KernelLogCollector(log),
         CmdlineCollector(),
-        IdentityCollector(),
+        IdentityCollector(product_uuid),
         RescanCollector(),
     ]

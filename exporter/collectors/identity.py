@@ -24,10 +24,15 @@ class IdentityCollector(Source):
 
     name = "identity"
 
+    def __init__(self, product_uuid: str | None = None) -> None:
+        """product_uuid replaces the SMBIOS value: a fleet simulation serves one capture as
+        many guests, each with its own instance UUID."""
+        self.product_uuid = product_uuid
+
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         paths = scrape.paths
         dmi = sysfs.resolve(paths.sys("class", "dmi", "id"))
-        uuid = sysfs.read_text(dmi / "product_uuid", limit=128) or ""
+        uuid = self.product_uuid or sysfs.read_text(dmi / "product_uuid", limit=128) or ""
         if not UUID_RE.match(uuid):
             scrape.error(f"no SMBIOS product UUID in {dmi / 'product_uuid'} (needs root to read)")
             uuid = ""

@@ -1,0 +1,169 @@
+"""A simulated fleet: many guests, each served by the real exporter code over a real capture.
+
+One process serves every guest at `/guests/<name>/metrics` and lists them for Prometheus'
+`http_sd_configs` at `/targets`, each with its `image_id` target label, the way a cloud's
+service discovery would. Guests built from the same capture differ by instance UUID.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid as uuidlib
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from exporter.collectors import default_sources
+from exporter.exposition import CONTENT_TYPE, render_metrics
+from exporter.kernel_log import KernelLog
+from exporter.paths import Paths
+from exporter.registry import ExporterCollector
+from tests.support.captures import Capture
+
+
+@dataclass(frozen=True)
+class FleetGuest:
+    """One simulated VM: its image, host, capture (what its kernel looks like) and identity."""
+
+    name: str
+    image_id: str
+    host: str
+    capture: Capture
+
+    @property
+    def instance_uuid(self) -> str:
+        """Deterministic per name, so a re-run shows the same instances."""
+        return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"pciehp-watch-demo/{self.name}"))
+
+
+class Fleet:
+    """The exporters of every guest, built once; each scrape runs that guest's collectors."""
+
+    def __init__(self, guests: list[FleetGuest]) -> None:
+        self.guests = {g.name: g for g in guests}
+        self._collectors: dict[str, ExporterCollector] = {}
+        for g in guests:
+            self._collectors[g.name] = self._build(g)
+
+    @staticmethod
+    def _build(g: FleetGuest) -> ExporterCollector:
+        tree = g.capture.tree
+        paths = Paths(procfs=tree / "proc", sysfs=tree / "sys", rootfs=tree)
+        log = KernelLog(tree / "kmsg.txt")
+        return ExporterCollector(paths, default_sources(log, product_uuid=g.instance_uuid))
+
+    def advance(self, name: str, phase: str) -> None:
+        """Show a guest as its capture looked later (e.g. after the host sent device_del)."""
+        g = self.guests[name]
+        g = FleetGuest(g.name, g.image_id, g.host, Capture(g.capture.scenario, phase))
+        self.guests[name] = g
+        self._collectors[name] = self._build(g)
+
+    def scrape(self, name: str) -> bytes | None:
+        collector = self._collectors.get(name)
+        return None if collector is None else render_metrics(collector.collect()).encode()
+
+    def targets(self, address: str) -> list[dict]:
+        """http_sd_configs answer: one target group per guest, with its image as a label."""
+        return [
+            {
+                "targets": [address],
+                "labels": {
+                    "__metrics_path__": f"/guests/{g.name}/metrics",
+                    "guest": g.name,
+                    "image_id": g.image_id,
+                },
+            }
+            for g in self.guests.values()
+        ]
+
+
+class FleetServer:
+    """HTTP front of a Fleet on 127.0.0.1."""
+
+    def __init__(self, fleet: Fleet, port: int) -> None:
+        self.fleet = fleet
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fleet, address = self.fleet, self.address
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if parts == ["targets"]:
+                    body = json.dumps(fleet.targets(address)).encode()
+                    self._send(200, "application/json", body)
+                elif len(parts) == 3 and parts[0] == "guests" and parts[2] == "metrics":
+                    body = fleet.scrape(parts[1])
+                    if body is None:
+                        self._send(404, "text/plain", b"no such guest\n")
+                    else:
+                        self._send(200, CONTENT_TYPE, body)
+                elif parts == ["-", "ready"]:
+                    self._send(200, "text/plain", b"OK\n")
+                else:
+                    self._send(404, "text/plain", b"not found\n")
+
+            def _send(self, code: int, ctype: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def start(self) -> FleetServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def default_fleet(size: int = 300) -> list[FleetGuest]:
+    """Several images, a few hundred guests. Which capture a guest mirrors decides its fate:
+
+    - img-legacy-aspm: an image whose GRUB line carries pcie_aspm=off, on native-hotplug hosts;
+      a tenth of its VMs were fixed by hand (counter-evidence for the incident);
+    - img-debian12: healthy, native PCIe hotplug;
+    - img-debian12-acpi: healthy, QEMU's default ACPI hotplug (no pciehp, and that is fine);
+    - img-centos-pc: healthy i440fx guests (ACPI hotplug, no PCIe ports at all).
+    """
+    mix = (
+        ("img-legacy-aspm", 0.40, "q35_aspm_off", "q35_normal", 10),
+        ("img-debian12", 0.25, "q35_normal", None, 0),
+        ("img-debian12-acpi", 0.20, "q35_acpihp_normal", None, 0),
+        ("img-centos-pc", 0.15, "i440fx_normal", None, 0),
+    )
+    guests: list[FleetGuest] = []
+    n = 0
+    for image, share, scenario, fixed_scenario, fixed_every in mix:
+        count = max(1, round(size * share))
+        for i in range(count):
+            use = fixed_scenario if fixed_every and i % fixed_every == fixed_every - 1 else scenario
+            guests.append(
+                FleetGuest(
+                    name=f"vm-{n:04d}",
+                    image_id=image,
+                    host=f"cmp-{n % 17:02d}",
+                    capture=Capture(use or scenario),
+                )
+            )
+            n += 1
+    return guests
+
+
+def would_hang(guest: FleetGuest) -> bool:
+    """Ground truth from the real capture: did QEMU ever emit DEVICE_DELETED for this guest?"""
+    result = json.loads((guest.capture.tree.parent / "result.json").read_text())
+    return not result["device_deleted"]
