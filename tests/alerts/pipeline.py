@@ -157,8 +157,8 @@ class Plane:
 
     def query_range(self, expr: str, seconds: int, step: str = "1s") -> list[dict]:
         """Range query over the last `seconds`; returns the result matrix."""
-        now = int(time.time())
-        params = {"query": expr, "start": str(now - seconds), "end": str(now), "step": step}
+        now = time.time()
+        params = {"query": expr, "start": f"{now - seconds:.3f}", "end": f"{now:.3f}", "step": step}
         return _result(self.prometheus.url, "query_range", params)
 
     def guest(self, scenario: str, phase: str) -> Guest:
