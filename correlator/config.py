@@ -161,11 +161,15 @@ def _label_name(value: object, key: str) -> str:
 
 
 def _section(
-    doc: Mapping[str, Any], name: str, parsers: Mapping[str, Callable[[object, str], object]]
+    doc: Mapping[str, Any],
+    name: str,
+    parsers: Mapping[str, Callable[[object, str], object]],
+    parent: str = "",
 ) -> dict[str, object]:
-    section = _mapping(doc.get(name), name)
-    _check_keys(section, set(parsers), name)
-    return {k: parsers[k](v, f"{name}.{k}") for k, v in section.items()}
+    where = f"{parent}.{name}" if parent else name
+    section = _mapping(doc.get(name), where)
+    _check_keys(section, set(parsers), where)
+    return {k: parsers[k](v, f"{where}.{k}") for k, v in section.items()}
 
 
 def from_dict(doc: Mapping[str, Any], base_dir: Path | None = None) -> Config:
@@ -201,7 +205,7 @@ def from_dict(doc: Mapping[str, Any], base_dir: Path | None = None) -> Config:
         changes["matchers"] = tuple(matchers)
     if "labels" in alerts:
         names = {f.name for f in fields(LabelMap)}
-        labels = _section(alerts, "labels", dict.fromkeys(names, _label_name))
+        labels = _section(alerts, "labels", dict.fromkeys(names, _label_name), "alerts")
         changes["labels"] = replace(cfg.labels, **labels)
 
     prom = _section(

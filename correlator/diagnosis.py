@@ -329,14 +329,14 @@ class DiagnosisTable:
 def _cause(row: object, key: str, config: Config) -> Cause:
     if not isinstance(row, dict):
         raise ConfigError(f"{key}: expected a mapping")
-    known = {"id", "summary", "severity", "runbook_url", "when", "action", "guest_can_unplug"}
-    for k in row:
-        if k not in known:
-            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(known))})")
     cid = row.get("id")
     if not isinstance(cid, str) or not _ID.fullmatch(cid):
         raise ConfigError(f"{key}.id: expected a lower-case identifier like pcie_aspm_off")
     key = f"{key} ({cid})"
+    known = {"id", "summary", "severity", "runbook_url", "when", "action", "guest_can_unplug"}
+    for k in row:
+        if k not in known:
+            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(known))})")
     summary = row.get("summary")
     if not isinstance(summary, str) or not summary.strip():
         raise ConfigError(f"{key}.summary: expected a non-empty string")

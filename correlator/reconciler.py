@@ -67,6 +67,7 @@ class Reconciler:
         self.last_queries = 0
         self._trigger = asyncio.Event()
         self._gauge_rows: set[tuple[str, str]] = set()
+        self._failing: dict[str, bool] = {}
         for up in self.upstreams:
             up.pusher.on_error = metrics.push_failures.labels(up.client.url).inc
             up.pusher.on_delivered = metrics.push_latency.labels(up.client.url).observe
@@ -157,10 +158,11 @@ class Reconciler:
         for up, result in zip(self.upstreams, results, strict=True):
             if isinstance(result, AlertmanagerError):
                 self.metrics.am_errors.labels(up.client.url).inc()
-                log.warning("reading alerts failed: %s", result)
+                self._report(f"read {up.client.url}", str(result))
             elif isinstance(result, BaseException):
                 raise result
             else:
+                self._report(f"read {up.client.url}", "")
                 self.inbox.add_snapshot(up.client.url, result, now)
                 self.metrics.alerts_received.labels("alertmanager", "polled").inc(len(result))
 
@@ -175,10 +177,10 @@ class Reconciler:
         except PrometheusError as e:
             error = str(e)
             self.metrics.prom_errors.inc()
-            log.warning("guest facts unavailable: %s", e)
             fresh = {}
         else:
             self.facts_cache = dict(fresh)
+        self._report("query Prometheus", error)
         self.last_queries = self.prometheus.queries_total - before
         self.metrics.prom_queries.inc(self.last_queries)
         self.metrics.prom_queries_last.set(self.last_queries)
@@ -212,6 +214,15 @@ class Reconciler:
                 v = Verdict(v.cause, (*v.evidence, note), v.guest_can_unplug)
             verdicts[uuid] = v
         return facts, verdicts
+
+    def _report(self, what: str, error: str) -> None:
+        """Log a source failing, and recovering, once per transition (not every reconcile)."""
+        was = self._failing.get(what)
+        if error and not was:
+            log.warning("cannot %s: %s", what, error)
+        elif not error and was:
+            log.warning("can %s again", what)
+        self._failing[what] = bool(error)
 
     # --- output ------------------------------------------------------------------------------
 

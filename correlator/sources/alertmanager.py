@@ -187,8 +187,11 @@ class Pusher:
         except AlertmanagerError as e:
             self.failures += 1
             self.on_error()
-            log.warning("push of %d incident alert(s) failed: %s", len(payload), e)
+            level = logging.WARNING if self.failures == 1 else logging.DEBUG
+            log.log(level, "push of %d incident alert(s) failed, will retry: %s", len(payload), e)
             return False
+        if self.failures:
+            log.warning("push to %s works again after %d failures", self.client.url, self.failures)
         self.failures = 0
         done = time.time()
         for key, item in batch.items():

@@ -70,7 +70,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             g.prepare(work)
             g.start(work)
         for g in guests:
-            g.wait_ready()
+            g.wait_ready(work)
         prom = servers.prometheus(work / "prometheus", scrape_configs(guests))
         with servers.running(prom):
             wait_scraped(prom.url, len(guests))

@@ -103,12 +103,16 @@ class Guest:
         )
         log.close()
 
-    def wait_ready(self) -> None:
-        servers.wait_until(
-            lambda: servers.http_get(f"http://{self.target}/metrics", timeout=2)[0] == 200,
-            timeout=60,
-            what=f"exporter {self.name}",
-        )
+    def wait_ready(self, log_dir: Path) -> None:
+        """Wait until /metrics answers; fail at once with its log if the exporter exited."""
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = (log_dir / f"exporter-{self.name}.log").read_text(errors="replace")
+                raise RuntimeError(f"exporter {self.name} exited: {log[-2000:]}")
+            return servers.http_get(f"http://{self.target}/metrics", timeout=2)[0] == 200
+
+        servers.wait_until(up, timeout=60, what=f"exporter {self.name}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -344,9 +348,7 @@ class Correlator:
         return total
 
 
-def wait_incident(
-    corr: Correlator, image_id: str, timeout: float = 30, **want: object
-) -> dict:
+def wait_incident(corr: Correlator, image_id: str, timeout: float = 30, **want: object) -> dict:
     """Poll the correlator until an incident of `image_id` has every field in `want`."""
 
     def check() -> dict | None:
