@@ -220,7 +220,7 @@ def alertmanager_config_for_tests(oncall_url: str, correlator_url: str) -> dict[
     timers = {
         # receiver, is a detach route -> (group_wait, group_interval)
         ("pciehp-correlator", True): ("0s", "1s"),
-        ("oncall", True): ("4s", "1s"),
+        ("oncall", True): ("6s", "1s"),
     }
     cfg["route"].update(group_wait="1s", group_interval="1s")
     for route in cfg["route"]["routes"]:
