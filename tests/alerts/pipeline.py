@@ -60,6 +60,7 @@ class Guest:
 
     @property
     def instance(self) -> str:
+        """The scrape target address, Prometheus' `instance` label."""
         return f"127.0.0.1:{self.port}"
 
     @property
@@ -94,6 +95,7 @@ class RepoProcess(servers.Server):
         servers.wait_until(ready, timeout=timeout, what=f"{self.name} ready")
 
     def start(self, timeout: float = 60.0) -> RepoProcess:
+        """Start and wait until ready."""
         self.launch()
         self.wait_ready(timeout)
         return self
@@ -109,10 +111,12 @@ class Recorder:
 
     @property
     def url(self) -> str:
+        """Base URL of the receiver; webhooks go to <url>/<any path>."""
         assert self._server
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> Recorder:
+        """Listen on a free loopback port in a background thread."""
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -131,6 +135,7 @@ class Recorder:
         return self
 
     def stop(self) -> None:
+        """Stop listening."""
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -162,6 +167,7 @@ class Plane:
         return _result(self.prometheus.url, "query_range", params)
 
     def guest(self, scenario: str, phase: str) -> Guest:
+        """The guest serving one capture."""
         return next(
             g for g in self.guests if (g.capture.scenario, g.capture.phase) == (scenario, phase)
         )
@@ -174,6 +180,7 @@ class Plane:
 
 
 def _result(base: str, endpoint: str, params: dict[str, str]) -> list[dict]:
+    """Call a Prometheus query endpoint and return its result, failing on an API error."""
     answer = servers.http_json(f"{base}/api/v1/{endpoint}?{urlencode(params)}")
     assert isinstance(answer, dict) and answer.get("status") == "success", answer
     return answer["data"]["result"]

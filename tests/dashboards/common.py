@@ -30,8 +30,10 @@ def prometheus_targets(dashboard: dict) -> Iterator[tuple[dict, dict]]:
 
 
 def variable(dashboard: dict, name: str) -> dict | None:
+    """The template variable called `name`, if any."""
     return next((v for v in dashboard["templating"]["list"] if v["name"] == name), None)
 
 
 def json_path(name: str) -> Path:
+    """Where the committed JSON of a dashboard lives."""
     return OUT / f"{name}.json"
