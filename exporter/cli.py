@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -104,6 +105,8 @@ def make_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     """HTTP handler: /metrics, / (landing page), /-/healthy."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # a stalled client must not hold the (single-threaded) server
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -128,11 +131,19 @@ def make_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class HTTPServerV6(HTTPServer):
+    """HTTPServer on an IPv6 socket."""
+
+    address_family = socket.AF_INET6
+
+
 def serve(registry: CollectorRegistry, listen: str) -> None:
     """Serve until SIGTERM/SIGINT."""
     host, port = split_address(listen)
-    server = ThreadingHTTPServer((host, port), make_handler(registry))
-    server.daemon_threads = True
+    # One request at a time: scrapes serialise on the collector lock anyway, and a thread per
+    # request costs more CPU than the scrape's own sysfs reads.
+    server_class = HTTPServerV6 if ":" in host else HTTPServer  # an IPv6 literal such as [::]
+    server = server_class((host, port), make_handler(registry))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -106,38 +106,43 @@ def _numbered(line: str, ncpu: int) -> IrqRow | None:
         return None
 
 
-def parse(text: str, wanted: Collection[int] = (), keyword: str = "pciehp") -> dict[int, IrqRow]:
+def parse(data: bytes, wanted: Collection[int] = (), keyword: str = "pciehp") -> dict[int, IrqRow]:
     """Rows of the IRQs in `wanted` and of every row mentioning `keyword`; malformed rows skipped.
 
-    Rows are located with str.find (for `NN:` heads and for the keyword), so the rows not
-    asked for cost a memory scan, not Python work per line.
+    Rows are located with bytes.find (for `NN:` heads and for the keyword) and only those rows
+    are decoded, so the rows not asked for cost a memory scan, not Python work or memory.
     Raises InterruptsError if there is no CPU header.
     """
-    nl = text.find("\n")
-    ncpu = cpu_count(text if nl == -1 else text[:nl])
+    nl = data.find(b"\n")
+    ncpu = cpu_count((data if nl == -1 else data[:nl]).decode("utf-8", errors="replace"))
     if nl == -1:
         return {}
+
+    def row_at(pos: int) -> IrqRow | None:
+        start = data.rfind(b"\n", 0, pos) + 1
+        end = data.find(b"\n", pos)
+        line = data[start : len(data) if end == -1 else end]
+        return _numbered(line.decode("utf-8", errors="replace"), ncpu)
+
     rows: dict[int, IrqRow] = {}
     if keyword:
-        pos = text.find(keyword, nl + 1)
+        needle = keyword.encode()
+        pos = data.find(needle, nl + 1)
         while pos != -1:
-            start = text.rfind("\n", 0, pos) + 1
-            end = text.find("\n", pos)
-            end = len(text) if end == -1 else end
-            row = _numbered(text[start:end], ncpu)
+            row = row_at(pos)
             if row is not None and keyword in row.actions:
                 rows[row.irq] = row
-            pos = text.find(keyword, end)
+            end = data.find(b"\n", pos)
+            pos = -1 if end == -1 else data.find(needle, end)
     for irq in set(wanted) - rows.keys():
-        needle = f"{irq}:"
-        pos = text.find(needle, nl)
+        needle = f"{irq}:".encode()
+        pos = data.find(needle, nl)
         while pos != -1:
-            start = text.rfind("\n", 0, pos) + 1
-            if not text[start:pos].strip():  # the IRQ number heads its row
-                end = text.find("\n", pos)
-                row = _numbered(text[start : len(text) if end == -1 else end], ncpu)
+            start = data.rfind(b"\n", 0, pos) + 1
+            if not data[start:pos].strip():  # the IRQ number heads its row
+                row = row_at(pos)
                 if row is not None:
                     rows[irq] = row
                 break
-            pos = text.find(needle, pos + 1)
+            pos = data.find(needle, pos + 1)
     return rows

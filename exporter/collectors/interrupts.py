@@ -30,7 +30,7 @@ class InterruptsCollector(Source):
         if b"\0" in raw:
             raise ValueError(f"{path} contains NUL bytes: not a text file")
         wanted = {irq for port in topo.ports.values() for irq in port.irqs}
-        rows = interrupts.parse(raw.decode("utf-8", errors="replace"), wanted)
+        rows = interrupts.parse(raw, wanted)
         by_port: dict[str, set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
         for row in rows.values():
             if "pciehp" in row.actions and not any(row.irq in s for s in by_port.values()):

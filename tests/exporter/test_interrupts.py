@@ -118,7 +118,7 @@ def test_row_formats(rest, chip, hwirq, flow, actions, bdf):
 
 def test_counts_sum_over_all_cpus():
     text = "  CPU0 CPU1 CPU2 CPU3\n 40:  1  2  3  4  PCI-MSI 16384-edge  pciehp\n"
-    assert parse(text)[40].total == 10
+    assert parse(text.encode())[40].total == 10
 
 
 def test_named_and_short_rows_are_ignored_and_no_space_after_colon_is_fine():
@@ -128,7 +128,7 @@ def test_named_and_short_rows_are_ignored_and_no_space_after_colon_is_fine():
         "MIS:          0\n"
         " 24:5 7 PCI-MSI 16384-edge PCIe PME, pciehp\n"
     )
-    rows = parse(text)
+    rows = parse(text.encode())
     assert list(rows) == [24]
     assert rows[24].total == 12
 
@@ -139,16 +139,16 @@ def test_only_wanted_rows_and_pciehp_rows_are_parsed():
         "  9:          0          0   IO-APIC   9-fasteoi   acpi\n"
         " 24:          1          0   PCI-MSI 32768-edge      PCIe PME, aerdrv, pciehp\n"
     )
-    assert set(parse(text)) == {24}
-    assert set(parse(text, wanted=[9])) == {9, 24}
+    assert set(parse(text.encode())) == {24}
+    assert set(parse(text.encode(), wanted=[9])) == {9, 24}
 
 
 def test_malformed_rows_are_skipped_not_fatal():
     text = HEADER2 + " 24:  x y z pciehp\n 25:          1          0   PCI-MSI 34816-edge pciehp\n"
-    assert set(parse(text)) == {25}
+    assert set(parse(text.encode())) == {25}
 
 
-@pytest.mark.parametrize("text", ["", "garbage\n", "\x00\x01\x02", " 24: 1 2 PCI-MSI pciehp\n"])
+@pytest.mark.parametrize("text", [b"", b"garbage\n", b"\x00\x01\x02", b" 24: 1 2 PCI-MSI pciehp\n"])
 def test_no_header_is_an_error(text):
     with pytest.raises(InterruptsError):
         parse(text)
