@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 
@@ -32,14 +33,15 @@ class IdentityCollector(Source):
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         paths = scrape.paths
         dmi = sysfs.resolve(paths.sys("class", "dmi", "id"))
-        uuid = self.product_uuid or sysfs.read_text(dmi / "product_uuid", limit=128) or ""
+        uuid_path = os.path.join(dmi, "product_uuid")
+        uuid = self.product_uuid or sysfs.read_text(uuid_path, limit=128) or ""
         if not UUID_RE.match(uuid):
-            scrape.error(f"no SMBIOS product UUID in {dmi / 'product_uuid'} (needs root to read)")
+            scrape.error(f"no SMBIOS product UUID in {uuid_path} (needs root to read)")
             uuid = ""
         host_bridge = sysfs.resolve(paths.sys("bus", "pci", "devices", "0000:00:00.0"))
         ids = (
-            sysfs.read_text(host_bridge / "vendor", limit=16),
-            sysfs.read_text(host_bridge / "device", limit=16),
+            sysfs.read_text(os.path.join(host_bridge, "vendor"), limit=16),
+            sysfs.read_text(os.path.join(host_bridge, "device"), limit=16),
         )
         machine = CHIPSETS.get(ids, "other")
         release = sysfs.read_text(paths.proc("sys", "kernel", "osrelease"), limit=256)

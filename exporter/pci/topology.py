@@ -6,9 +6,9 @@ once per scrape however many collectors look at ports.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from exporter import sysfs
 from exporter.paths import Paths
@@ -126,7 +126,7 @@ def _service_id(raw: str) -> int:
     return value & 0xF if len(raw) == 2 else value & 0xFF
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str) -> int | None:
     text = sysfs.read_text(path, limit=64)
     if text is None:
         return None
@@ -136,21 +136,21 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _read_services(dev_dir: Path, address: str) -> tuple[Service, ...]:
+def _read_services(dev_dir: str, address: str) -> tuple[Service, ...]:
     services = []
     for name in sysfs.list_dir(dev_dir):
         m = SERVICE_RE.match(name)
         if not m or m.group("bdf") != address:
             continue
         services.append(
-            Service(name, _service_id(m.group("id")), sysfs.link_name(dev_dir / name / "driver"))
+            Service(name, _service_id(m.group("id")), sysfs.link_name(f"{dev_dir}/{name}/driver"))
         )
     return tuple(services)
 
 
-def _msi_irqs(dev_dir: Path) -> tuple[int, ...]:
+def _msi_irqs(dev_dir: str) -> tuple[int, ...]:
     irqs = []
-    for name in sysfs.list_dir(dev_dir / "msi_irqs"):
+    for name in sysfs.list_dir(f"{dev_dir}/msi_irqs"):
         if name.isdigit():
             irqs.append(int(name))
     return tuple(sorted(irqs))
@@ -169,15 +169,15 @@ def _port_type_without_config(bus: str, services: tuple[Service, ...]) -> str:
     return "root_port" if bus == "00" else "downstream_port"
 
 
-def read_port(dev_dir: Path, address: str) -> Port | None:
+def read_port(dev_dir: str, address: str) -> Port | None:
     """A Port if the device is a PCIe root or downstream port, else None."""
     m = BDF_RE.match(address)
     if not m:
         return None
-    cls = _read_int(dev_dir / "class")
+    cls = _read_int(f"{dev_dir}/class")
     if cls is None or cls >> 8 != PCI_CLASS_BRIDGE_PCI:
         return None
-    cfg = sysfs.read_bytes(dev_dir / "config") or b""
+    cfg = sysfs.read_bytes(f"{dev_dir}/config") or b""
     cap: PcieCap | None = None
     error: str | None = None
     try:
@@ -191,14 +191,16 @@ def read_port(dev_dir: Path, address: str) -> Port | None:
         if cap.port_type not in ("root_port", "downstream_port"):
             return None
         port_type = cap.port_type
-    elif services or sysfs.link_name(dev_dir / "driver") == "pcieport":
+    elif services or sysfs.link_name(f"{dev_dir}/driver") == "pcieport":
         port_type = _port_type_without_config(m.group(2), services)
     else:
         return None
-    secondary = _read_int(dev_dir / "secondary_bus_number")
-    if secondary is None and len(cfg) > config_space.PCI_SECONDARY_BUS:
-        secondary = config_space.secondary_bus(cfg)
+    # the type-1 header (first 64 bytes) is readable by anyone; sysfs only as a fallback
+    secondary = config_space.secondary_bus(cfg)
+    if secondary is None:
+        secondary = _read_int(f"{dev_dir}/secondary_bus_number")
     segment, bus, device, function = m.groups()
+    msi = _msi_irqs(dev_dir)
     return Port(
         address=address,
         segment=segment,
@@ -206,12 +208,12 @@ def read_port(dev_dir: Path, address: str) -> Port | None:
         device=device,
         function=function,
         port_type=port_type,
-        driver=sysfs.link_name(dev_dir / "driver"),
+        driver=sysfs.link_name(f"{dev_dir}/driver"),
         cap=cap,
         config_error=error if cap is None else None,
         secondary_bus=secondary,
-        irq=_read_int(dev_dir / "irq"),
-        msi_irqs=_msi_irqs(dev_dir),
+        irq=None if msi else _read_int(f"{dev_dir}/irq"),  # the INTx line matters without MSI
+        msi_irqs=msi,
         services=services,
     )
 
@@ -221,17 +223,17 @@ def read_slots(paths: Paths) -> list[Slot]:
     base = paths.sys("bus", "pci", "slots")
     slots = []
     for name in sysfs.list_dir(base):
-        d = base / name
-        address = sysfs.read_text(d / "address", limit=64)
+        d = f"{base}/{name}"
+        address = sysfs.read_text(f"{d}/address", limit=64)
         if not address:
             continue
         slots.append(
             Slot(
                 name=name,
                 address=address,
-                module=sysfs.link_name(d / "module"),
-                power=sysfs.read_text(d / "power", limit=16),
-                adapter=sysfs.read_text(d / "adapter", limit=16),
+                module=sysfs.link_name(f"{d}/module"),
+                power=sysfs.read_text(f"{d}/power", limit=16),
+                adapter=sysfs.read_text(f"{d}/adapter", limit=16),
             )
         )
     return slots
@@ -249,7 +251,7 @@ def read(paths: Paths) -> Topology:
     ports: dict[str, Port] = {}
     unreadable: list[str] = []
     for address in sysfs.list_dir(devices):
-        port = read_port(sysfs.resolve(devices / address), address)
+        port = read_port(sysfs.resolve(os.path.join(devices, address)), address)
         if port is None:
             continue
         ports[address] = port
