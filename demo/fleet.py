@@ -7,6 +7,7 @@ service discovery would. Guests built from the same capture differ by instance U
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid as uuidlib
@@ -114,7 +115,8 @@ class FleetServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)  # Prometheus may give up on a scrape at shutdown
 
             def log_message(self, fmt: str, *args: object) -> None:
                 pass

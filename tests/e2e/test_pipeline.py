@@ -1,0 +1,143 @@
+"""End to end: the demo's pipeline, smaller. A fleet where one image cannot hot-unplug, Nova's
+detach flood, and on-call receiving exactly one notification per affected image."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import pytest
+
+from demo import pipeline
+from demo.player import Player
+from tests.support import servers
+
+GUESTS = 40
+BROKEN_IMAGE = "img-legacy-aspm"
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory):
+    """The pipeline after the whole flood: every detach replayed, incidents and notifications
+    settled (on-call's detach group_wait passed with nothing new)."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    with pipeline.running(workdir, guests=GUESTS, scrape_interval="2s") as p:
+        servers.wait_until(
+            lambda: p.guests_scraped() >= GUESTS,
+            timeout=90,
+            interval=0.5,
+            what="every guest scraped",
+        )
+        player = Player(p.fleet, p.alertmanager.url, attempt_seconds=0.5, spread_seconds=4)
+        thread = threading.Thread(target=player.run, daemon=True)
+        thread.start()
+        servers.wait_until(player.done.is_set, timeout=60, what="flood replayed")
+        # Alertmanager holds on-call's detach groups for group_wait (6 s in the test config);
+        # wait until the correlator's root cause went out, then past one more detach group_wait
+        # measured by a barrier alert that nothing inhibits.
+        servers.wait_until(
+            lambda: any(
+                a["labels"]["alertname"] == "PCIeHotplugRootCause" for a in p.oncall_alerts()
+            ),
+            timeout=60,
+            what="root cause delivered",
+        )
+        barrier = {
+            "labels": {
+                "alertname": "NovaDeviceDetachFailed",
+                "image_id": "barrier",
+                "instance_uuid": "barrier",
+                "host": "h",
+                "device": "vdb",
+            }
+        }
+        servers.http_json(p.alertmanager.url + "/api/v2/alerts", [barrier])
+        servers.wait_until(
+            lambda: any(a["labels"].get("image_id") == "barrier" for a in p.oncall_alerts()),
+            timeout=60,
+            what="barrier delivered (detach groups flushed)",
+        )
+        yield p, player
+        player.stop()
+
+
+def real_alerts(p):
+    return [a for a in p.oncall_alerts() if a["labels"].get("image_id") != "barrier"]
+
+
+def test_flood_was_a_flood(flood):
+    p, player = flood
+    broken = [g for g in p.fleet.guests.values() if g.image_id == BROKEN_IMAGE]
+    assert len(player.hung) >= len(broken) - len(broken) // 10 - 1 > 5
+    assert player.raised >= 9 * len(player.hung)  # 8 attempts + the failure, per hung VM
+
+
+def test_oncall_gets_one_notification_per_affected_image_and_no_detach_alert(flood):
+    p, _ = flood
+    alerts = real_alerts(p)
+    names = Counter(a["labels"]["alertname"] for a in alerts)
+    assert set(names) == {"PCIeHotplugRootCause"}, names
+    per_image = Counter(a["labels"]["image_id"] for a in alerts if a["status"] == "firing")
+    assert per_image == {BROKEN_IMAGE: 1}
+    notes = [
+        n for n in p.oncall_notifications() if n["alerts"][0]["labels"].get("image_id") != "barrier"
+    ]
+    assert len(notes) == 1
+
+
+def test_root_cause_and_runbook(flood):
+    p, _ = flood
+    (alert,) = real_alerts(p)
+    assert alert["labels"]["root_cause"] == "pcie_aspm_off"
+    assert alert["annotations"]["runbook_url"].endswith("/pcie_aspm_off.md")
+    assert alert["generatorURL"].startswith(p.correlator.url)
+
+
+def test_incident_holds_every_member_and_counter_evidence(flood):
+    p, player = flood
+    incidents = {i["image_id"]: i for i in p.incidents() if i["image_id"] != "barrier"}
+    assert set(incidents) <= {BROKEN_IMAGE} | {"img-debian12", "img-debian12-acpi", "img-centos-pc"}
+    inc = incidents[BROKEN_IMAGE]
+    assert inc["root_cause"] == "pcie_aspm_off"
+    assert inc["counts"]["instances"] == len(player.hung)
+    assert inc["counts"]["alerts"] == 2 * len(player.hung)  # per-attempt alert + failure
+    fixed = {
+        g.instance_uuid
+        for g in p.fleet.guests.values()
+        if g.image_id == BROKEN_IMAGE and g.capture.scenario == "q35_normal"
+    }
+    assert fixed, "the fleet has fixed guests of the broken image"
+    assert {c["instance_uuid"] for c in inc["counter_evidence"]} >= fixed
+    for other in set(incidents) - {BROKEN_IMAGE}:
+        assert incidents[other]["root_cause"] == "host_side"
+
+
+def test_demo_main_command_runs_bounded(tmp_path):
+    """The README's main command with a bounded duration, as CI runs it."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "demo",
+            "--guests",
+            "20",
+            "--duration",
+            "120",
+            "--attempt-seconds",
+            "0.5",
+            "--quiet-after",
+            "10",
+            "--summary-json",
+            str(tmp_path / "summary.json"),
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "On-call received 1 notification(s): 1 x PCIeHotplugRootCause" in out.stdout
+    assert "img-legacy-aspm: pcie_aspm_off" in out.stdout
