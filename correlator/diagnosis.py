@@ -257,6 +257,20 @@ def validate_conditions(when: object, key: str) -> None:
         PREDICATES[name][0](arg, f"{key}.{name}")
 
 
+def port_fields(when: Mapping[str, Any]) -> set[str]:
+    """The port fields a conditions mapping reads (through any_of and not)."""
+    used: set[str] = set()
+    for name, arg in when.items():
+        if name in ("any_port", "no_port"):
+            used |= set(arg)
+        elif name == "any_of":
+            for branch in arg:
+                used |= port_fields(branch)
+        elif name == "not":
+            used |= port_fields(arg)
+    return used
+
+
 def evaluate(when: Mapping[str, Any], facts: GuestFacts) -> tuple[bool, list[str]]:
     """All conditions of `when` against the facts: (all hold, one sentence per condition)."""
     lines: list[str] = []
@@ -312,6 +326,10 @@ class DiagnosisTable:
                 "in the table"
             )
         return cls(causes, config.fallback_cause)
+
+    def port_fields(self) -> set[str]:
+        """Every port field some cause reads: the facts worth querying."""
+        return set().union(*(port_fields(c.when) for c in self.causes))
 
     def diagnose(self, facts: GuestFacts | None, why_none: str = "") -> Verdict:
         """The first cause whose conditions all hold; `no_guest_data` when there are no facts."""

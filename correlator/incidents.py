@@ -352,8 +352,8 @@ class IncidentBook:
 
     def _take_member(self, inc: Incident, alert: Alert, now: float) -> bool:
         m = inc.members.get(alert.fingerprint)
-        labels = dict(alert.labels)
         if m is None:
+            labels = dict(alert.labels)
             m = Member(
                 fingerprint=alert.fingerprint,
                 alertname=labels.get("alertname", ""),

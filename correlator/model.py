@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ FIRING = "firing"
 RESOLVED = "resolved"
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_time(value: str) -> float | None:
     """RFC 3339 text to epoch seconds; Go's zero time (year 1) means "unset" and gives None.
 
@@ -44,7 +46,7 @@ def labels_fingerprint(labels: Mapping[str, str]) -> str:
     return f"{h:016x}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Alert:
     """One host-side alert as Alertmanager reports it (webhook or API)."""
 

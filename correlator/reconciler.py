@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from correlator.config import Config
 from correlator.diagnosis import DiagnosisTable
@@ -30,6 +31,7 @@ from correlator.store import Store
 
 log = logging.getLogger(__name__)
 ALERTNAME = "PCIeHotplugRootCause"
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Reconciler:
         self._trigger = asyncio.Event()
         self._gauge_rows: set[tuple[str, str]] = set()
         self._failing: dict[str, bool] = {}
+        self._verdicts: dict[str, tuple[GuestFacts, Verdict]] = {}
         for up in self.upstreams:
             up.pusher.on_error = metrics.push_failures.labels(up.client.url).inc
             up.pusher.on_delivered = metrics.push_latency.labels(up.client.url).observe
@@ -108,14 +111,15 @@ class Reconciler:
         self._trigger.set()
 
     async def run(self) -> None:
-        """Reconcile every `reconcile_interval`, or sooner (debounced) after a webhook."""
+        """Reconcile every `reconcile_interval`, or sooner (debounced) after webhooks."""
         t = self.config.timings
         while True:
             try:
                 await asyncio.wait_for(self._trigger.wait(), timeout=t.reconcile_interval)
-                await asyncio.sleep(t.webhook_debounce)
             except TimeoutError:
                 pass
+            else:
+                await asyncio.sleep(t.webhook_debounce)
             self._trigger.clear()
             try:
                 await self.reconcile_once()
@@ -126,11 +130,36 @@ class Reconciler:
         """One pass; returns the incidents that changed."""
         started = time.monotonic()
         now = time.time()
-        await self._poll_alertmanagers(now)
+        queries_before = self.prometheus.queries_total
+        # Facts of the instances already known (webhooks, last poll) load while Alertmanager
+        # is read; instances the poll adds get theirs right after.
+        known = {self.book.instance_of(a) for a in self.inbox.firing(now).values()}
+
+        async def timed(what: str, work: Awaitable[T]) -> T:
+            t = time.monotonic()
+            try:
+                return await work
+            finally:
+                log.debug("%s took %.0f ms", what, 1000 * (time.monotonic() - t))
+
+        _, (stale, error) = await asyncio.gather(
+            timed("reading Alertmanager", self._poll_alertmanagers(now)),
+            timed(f"facts of {len(known)} known instances", self._refresh_facts(known, now)),
+        )
         firing = self.inbox.firing(now)
         self.inbox.prune(now)
         uuids = {self.book.instance_of(a) for a in firing.values()}
-        facts, verdicts = await self._diagnose(uuids, now)
+        more, more_error = await self._refresh_facts(uuids - known, now)
+        stale |= more
+        error = error or more_error
+        self._report("query Prometheus", error)
+        self.last_queries = self.prometheus.queries_total - queries_before
+        self.metrics.prom_queries.inc(self.last_queries)
+        self.metrics.prom_queries_last.set(self.last_queries)
+        # CPU-bound and touching nothing the HTTP handlers read: off the event loop.
+        fetched = time.monotonic()
+        facts, verdicts = await asyncio.to_thread(self._diagnose, uuids, stale, error, now)
+        diagnosed = time.monotonic()
         changed = {i.id: i for i in self.book.update(firing, verdicts, facts, now)}
         outgoing: list[OutgoingAlert] = []
         for inc in list({**{i.id: i for i in self.book.open.values()}, **changed}.values()):
@@ -138,10 +167,23 @@ class Reconciler:
             outgoing += alerts
             if touched:
                 changed[inc.id] = inc
-        if changed:
-            await asyncio.to_thread(self.store.save, list(changed.values()))
         for up in self.upstreams:
             up.pusher.offer(outgoing, now, self.config.timings.resend_interval)
+        queued = time.monotonic()
+        if changed:  # pushes go out while this writes; a crash before it re-derives the same ids
+            await asyncio.to_thread(self.store.save, list(changed.values()))
+        log.debug(
+            "reconcile: %d alerts, %d instances, %d queries, %d incidents changed; "
+            "alerts+facts %.0f ms, diagnose %.0f ms, incidents %.0f ms, store %.0f ms",
+            len(firing),
+            len(uuids),
+            self.last_queries,
+            len(changed),
+            1000 * (fetched - started),
+            1000 * (diagnosed - fetched),
+            1000 * (queued - diagnosed),
+            1000 * (time.monotonic() - queued),
+        )
         self.book.trim_history(self.config.history_limit)
         self.reconciles += 1
         self.metrics.firing_alerts.set(len(firing))
@@ -166,27 +208,40 @@ class Reconciler:
                 self.inbox.add_snapshot(up.client.url, result, now)
                 self.metrics.alerts_received.labels("alertmanager", "polled").inc(len(result))
 
-    async def _diagnose(
-        self, uuids: set[str], now: float
-    ) -> tuple[dict[str, GuestFacts], dict[str, Verdict]]:
-        wanted = {u for u in uuids if u}
-        before = self.prometheus.queries_total
-        error = ""
+    async def _refresh_facts(self, uuids: set[str], now: float) -> tuple[set[str], str]:
+        """Query facts of the instances whose cached facts are missing or old.
+
+        Facts are cached per instance and re-queried once they are `reconcile_interval` old,
+        so a webhook-triggered reconcile only asks Prometheus about instances it has no fresh
+        facts for. Returns (the instances it tried, the error if Prometheus failed).
+        """
+        cache = self.facts_cache
+        refresh = self.config.timings.reconcile_interval
+        stale = {
+            u for u in uuids if u and (u not in cache or now - cache[u].observed_at >= refresh)
+        }
+        if not stale:
+            return stale, ""
         try:
-            fresh = await self.prometheus.facts(wanted, now)
+            fresh = await self.prometheus.facts(stale, now)
         except PrometheusError as e:
-            error = str(e)
             self.metrics.prom_errors.inc()
-            fresh = {}
-        else:
-            self.facts_cache = dict(fresh)
-        self._report("query Prometheus", error)
-        self.last_queries = self.prometheus.queries_total - before
-        self.metrics.prom_queries.inc(self.last_queries)
-        self.metrics.prom_queries_last.set(self.last_queries)
+            return stale, str(e)
+        for uuid in stale - fresh.keys():
+            cache.pop(uuid, None)
+        cache.update(fresh)
+        return stale, ""
+
+    def _diagnose(
+        self, uuids: set[str], stale: set[str], error: str, now: float
+    ) -> tuple[dict[str, GuestFacts], dict[str, Verdict]]:
+        """Facts and verdicts for the affected instances (cached verdicts for unchanged facts)."""
+        cache = self.facts_cache
+        for uuid in [u for u in cache if u not in uuids]:
+            del cache[uuid]
+            self._verdicts.pop(uuid, None)
         facts: dict[str, GuestFacts] = {}
         verdicts: dict[str, Verdict] = {}
-        max_age = self.config.facts_max_age
         for uuid in uuids:
             if not uuid:
                 label = self.config.labels.instance_uuid
@@ -194,23 +249,26 @@ class Reconciler:
                     None, f"the alert has no {label} label (config alerts.labels.instance_uuid)"
                 )
                 continue
-            f = fresh.get(uuid)
-            note = ""
-            if f is None and error:
-                cached = self.facts_cache.get(uuid)
-                if cached is not None and now - cached.observed_at <= max_age:
-                    f = cached
-                    note = (
-                        f"facts as of {format_time(cached.observed_at)}; "
-                        f"Prometheus unreachable since: {error}"
-                    )
+            f = cache.get(uuid)
+            unrefreshed = bool(error) and uuid in stale
+            if f is not None and unrefreshed and now - f.observed_at > self.config.facts_max_age:
+                f = None
             if f is None:
-                why = f"Prometheus unreachable: {error}" if error else ""
+                why = f"Prometheus unreachable: {error}" if unrefreshed else ""
                 verdicts[uuid] = self.table.diagnose(None, why)
                 continue
             facts[uuid] = f
-            v = self.table.diagnose(f)
-            if note:
+            known = self._verdicts.get(uuid)
+            if known is not None and known[0] is f:
+                v = known[1]
+            else:
+                v = self.table.diagnose(f)
+                self._verdicts[uuid] = (f, v)
+            if unrefreshed:
+                note = (
+                    f"facts as of {format_time(f.observed_at)}; "
+                    f"Prometheus unreachable since: {error}"
+                )
                 v = Verdict(v.cause, (*v.evidence, note), v.guest_can_unplug)
             verdicts[uuid] = v
         return facts, verdicts

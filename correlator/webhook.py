@@ -21,9 +21,8 @@ class PayloadError(ValueError):
 
 
 def _string_map(value: object, where: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    # JSON object keys are always strings; only the values need checking.
+    if type(value) is not dict or not all(type(v) is str for v in value.values()):
         raise PayloadError(f"{where}: expected an object mapping strings to strings")
     return value
 

@@ -55,6 +55,23 @@ class AlertmanagerClient:
         self.session = session
         self.url = url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._known: dict[tuple[object, ...], Alert] = {}
+
+    def _alerts(self, raw: list[dict[str, object]]) -> list[Alert]:
+        """Parse the API's alerts, reusing the Alert of any alert unchanged since the last poll."""
+        known: dict[tuple[object, ...], Alert] = {}
+        out = []
+        for item in raw:
+            status = item.get("status")
+            state = status.get("state") if isinstance(status, dict) else None
+            key = (item.get("fingerprint"), item.get("startsAt"), item.get("endsAt"), state)
+            alert = self._known.get(key) if key[0] else None
+            if alert is None:
+                alert = _alert_from_api(item)
+            known[key] = alert
+            out.append(alert)
+        self._known = known
+        return out
 
     async def active_alerts(self, matchers: Sequence[Matcher]) -> list[Alert]:
         """Every active alert (including silenced, inhibited, unprocessed) passing the matchers."""
@@ -75,8 +92,8 @@ class AlertmanagerClient:
         if status != 200:
             raise AlertmanagerError(f"{self.url} GET /api/v2/alerts: HTTP {status}: {body[:200]!r}")
         try:
-            return [_alert_from_api(a) for a in json.loads(body)]
-        except (ValueError, KeyError, TypeError) as e:
+            return await asyncio.to_thread(lambda: self._alerts(json.loads(body)))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise AlertmanagerError(f"{self.url} returned malformed alerts: {e}") from e
 
     async def post_alerts(self, alerts: list[dict[str, object]]) -> None:
@@ -190,6 +207,7 @@ class Pusher:
             level = logging.WARNING if self.failures == 1 else logging.DEBUG
             log.log(level, "push of %d incident alert(s) failed, will retry: %s", len(payload), e)
             return False
+        log.debug("pushed %d incident alert(s) to %s", len(payload), self.client.url)
         if self.failures:
             log.warning("push to %s works again after %d failures", self.client.url, self.failures)
         self.failures = 0

@@ -1,9 +1,9 @@
 """Guest facts from Prometheus with a fixed set of instant queries per reconcile.
 
-However many alerts fire, one reconcile runs the same four PromQL queries: the guests'
-`pciehp_guest_info` for the affected instance UUIDs, and three metric-family queries joined to
-those guests `on (job, instance)`. The results are joined in Python into one GuestFacts per
-instance UUID.
+However many alerts fire, one reconcile runs at most four PromQL queries: the guests'
+`pciehp_guest_info` for the affected instance UUIDs, then three metric-family queries
+restricted to those guests' (job, instance) targets. The results are joined in Python into
+one GuestFacts per instance UUID.
 """
 
 from __future__ import annotations
@@ -17,22 +17,28 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from correlator.model import GuestFacts, OscFacts, PortFacts
+from correlator.sources import decode_json
 
 PORT_FAMILIES = (
     "pciehp_port_info",
     "pciehp_port_hotplug_capable",
-    "pciehp_port_hotplug_handler",
     "pciehp_port_service_bound",
     "pciehp_port_irq_registered",
     "pciehp_slot_button_pending",
     "pciehp_slot_interrupt_enabled",
 )
-GUEST_FAMILIES = (
-    "pciehp_osc_info",
-    "pciehp_kernel_param",
-    "pciehp_rescan_workaround",
-    "pciehp_collector_success",
-)
+# Which series a port field comes from (slot and port_type: pciehp_port_info, always queried).
+FIELD_SOURCES = {
+    "hotplug_capable": "pciehp_port_hotplug_capable",
+    "service_bound": "pciehp_port_service_bound",
+    "irq_registered": "pciehp_port_irq_registered",
+    "button_pending": "pciehp_slot_button_pending",
+    "interrupt_enabled": "pciehp_slot_interrupt_enabled",
+    "handler": "pciehp_port_hotplug_handler",
+    "attention_buttons": "pciehp_events_total",
+    "power_off_requests": "pciehp_events_total",
+}
+GUEST_FAMILIES = ("pciehp_osc_info", "pciehp_kernel_param", "pciehp_rescan_workaround")
 EVENTS = {"attention_button": "attention_buttons", "power_off_request": "power_off_requests"}
 _PORT_VALUES = {
     "pciehp_port_hotplug_capable": "hotplug_capable",
@@ -90,7 +96,20 @@ class PrometheusSource:
         image_label: str = "image_id",
         selector: str = "",
         timeout: float = 10.0,
+        port_fields: Collection[str] | None = None,
     ) -> None:
+        fields_ = (
+            set(FIELD_SOURCES) | {"slot", "port_type"} if port_fields is None else set(port_fields)
+        )
+        self.families = [
+            f for f in PORT_FAMILIES if any(FIELD_SOURCES.get(x) == f for x in fields_)
+        ]
+        slot_families = {"pciehp_slot_button_pending", "pciehp_slot_interrupt_enabled"}
+        if "port_type" in fields_ or ("slot" in fields_ and not slot_families & {*self.families}):
+            self.families.insert(0, "pciehp_port_info")
+        self.families = self.families or ["pciehp_port_info"]
+        self.handler = "handler" in fields_
+        self.events = [e for e, field_name in EVENTS.items() if field_name in fields_]
         self.session = session
         self.url = url.rstrip("/")
         self.image_label = image_label
@@ -98,22 +117,37 @@ class PrometheusSource:
         self.timeout = timeout
         self.queries_total = 0
 
-    def queries(self, uuids: Collection[str]) -> list[str]:
-        """The PromQL of one reconcile for these instance UUIDs (always four queries)."""
+    def guest_query(self, uuids: Collection[str]) -> str:
+        """First query: the guests (and their targets) of these instance UUIDs."""
         extra = f", {self.selector}" if self.selector else ""
-        guests = (
+        return (
             f"pciehp_guest_info{{instance_uuid=~{promql_string(regex_alternatives(uuids))}{extra}}}"
         )
-        ports = "|".join(PORT_FAMILIES)
-        events = "|".join(EVENTS)
+
+    def fact_queries(self, targets: Collection[tuple[str, str]]) -> list[str]:
+        """The family queries (ports, guest metadata, events if needed) for these targets.
+
+        Selecting by target label keeps Prometheus from touching the rest of the fleet, and
+        `max by` drops the labels the join does not need, which keeps the answer small.
+        """
+        jobs = promql_string(regex_alternatives({j for j, _ in targets}))
+        instances = promql_string(regex_alternatives({i for _, i in targets}))
+        sel = f"job=~{jobs}, instance=~{instances}" + (
+            f", {self.selector}" if self.selector else ""
+        )
+        port = "__name__, job, instance, segment, bus, device, function"
+        ports = f'{{__name__=~"{"|".join(self.families)}", {sel}}}'
+        if self.handler:
+            ports = f"({ports} or pciehp_port_hotplug_handler{{{sel}}} == 1)"
         meta = "|".join(GUEST_FAMILIES)
-        join = f" and on (job, instance) {guests}"
-        return [
-            guests,
-            f'{{__name__=~"{ports}"{extra}}}{join}',
-            f'pciehp_events_total{{event=~"{events}"{extra}}}{join}',
-            f'{{__name__=~"{meta}"{extra}}}{join}',
+        out = [
+            f"max by ({port}, slot, port_type, handler) {ports}",
+            f'{{__name__=~"{meta}", {sel}}} or pciehp_collector_success{{{sel}}} == 0',
         ]
+        if self.events:
+            events = "|".join(self.events)
+            out.append(f'sum by ({port}, event) (pciehp_events_total{{event=~"{events}", {sel}}})')
+        return out
 
     async def _query(self, promql: str) -> list[Mapping[str, object]]:
         self.queries_total += 1
@@ -127,7 +161,7 @@ class PrometheusSource:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise PrometheusError(f"{self.url} unreachable: {e or type(e).__name__}") from e
         try:
-            doc = json.loads(body)
+            doc = await decode_json(body)
         except ValueError as e:
             raise PrometheusError(f"{self.url} answered HTTP {resp.status}, not JSON") from e
         if resp.status != 200 or doc.get("status") != "success":
@@ -141,11 +175,27 @@ class PrometheusSource:
         return data.get("result", [])
 
     async def facts(self, uuids: Collection[str], now: float) -> dict[str, GuestFacts]:
-        """Facts for every instance UUID that has a guest exporter in Prometheus."""
+        """Facts for every instance UUID that has a guest exporter in Prometheus.
+
+        At most four queries, whatever the number of UUIDs: the guests first, then the metric
+        families of their targets in parallel. Only the port facts the diagnosis table reads
+        are asked for.
+        """
         if not uuids:
             return {}
-        results = await asyncio.gather(*(self._query(q) for q in self.queries(uuids)))
-        return self.join(*results, now=now)
+        guests = await self._query(self.guest_query(uuids))
+        targets = {
+            (g["metric"].get("job", ""), g["metric"].get("instance", ""))  # type: ignore[union-attr]
+            for g in guests
+        }
+        if not targets:
+            return {}
+        ports, meta, *events = await asyncio.gather(
+            *(self._query(q) for q in self.fact_queries(targets))
+        )
+        return await asyncio.to_thread(
+            self.join, guests, ports, events[0] if events else [], meta, now
+        )
 
     def join(
         self,

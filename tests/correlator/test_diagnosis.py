@@ -39,9 +39,16 @@ def facts_of(exposition: str) -> GuestFacts:
         return [r for r in rows if r["metric"]["__name__"] in names]
 
     events = [r for r in named({"pciehp_events_total"}) if r["metric"].get("event") in EVENTS]
+    # What the queries return: handler rows only where 1, collector_success only where 0.
+    handlers = [r for r in named({"pciehp_port_hotplug_handler"}) if r["value"][1] == "1.0"]
+    failed = [r for r in named({"pciehp_collector_success"}) if r["value"][1] == "0.0"]
     src = PrometheusSource(session=None, url="http://unused")  # type: ignore[arg-type]
     joined = src.join(
-        named({"pciehp_guest_info"}), named(PORT_FAMILIES), events, named(GUEST_FAMILIES), now=0
+        named({"pciehp_guest_info"}),
+        named(PORT_FAMILIES) + handlers,
+        events,
+        named(GUEST_FAMILIES) + failed,
+        now=0,
     )
     assert len(joined) == 1
     return next(iter(joined.values()))

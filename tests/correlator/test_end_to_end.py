@@ -76,7 +76,12 @@ def test_aspm_off_image_gives_one_incident_holding_every_member(make_stack, flee
     # generatorURL leads on-call to the incident page.
     status, body = servers.http_get(alert["generatorURL"])
     assert status == 200 and b"img-aspm" in body and b"pcie_aspm_off.md" in body
-    assert stack.correlator.metric("pciehp_correlator_prometheus_queries_per_reconcile") == 4
+    # A bounded number of PromQL queries per reconcile (4 per batch of instances needing facts,
+    # at most two batches), however many alerts.
+    queries = stack.correlator.metric("pciehp_correlator_prometheus_queries_total")
+    reconciles = stack.correlator.metric("pciehp_correlator_reconcile_duration_seconds_count")
+    assert 4 <= queries <= 8 * reconciles
+    assert stack.correlator.metric("pciehp_correlator_prometheus_queries_per_reconcile") <= 8
 
 
 def test_acpi_hotplug_guests_with_the_same_alerts_give_host_side(make_stack, fleet: Fleet):
@@ -215,9 +220,8 @@ def test_prometheus_down_gives_no_guest_data_then_rediagnoses(make_stack, fleet:
     prom.start()
     wait_scraped(prom.url, len(fleet.guests))
 
-    inc = wait_incident(corr, "img-aspm", root_cause="pcie_aspm_off")
-    assert inc["id"] == blind["id"]
-    assert inc["cause_breakdown"] == {"pcie_aspm_off": 3, "host_side": 1}
+    inc = wait_incident(corr, "img-aspm", cause_breakdown={"pcie_aspm_off": 3, "host_side": 1})
+    assert inc["id"] == blind["id"] and inc["root_cause"] == "pcie_aspm_off"
 
     def only_new_labelset() -> bool:
         causes = [a["labels"]["root_cause"] for a in root_causes(stack.am_url, "img-aspm")]
