@@ -14,7 +14,7 @@ import logging
 import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from correlator import __version__
 from correlator.config import Config, ConfigError, load
 from correlator.diagnosis import DiagnosisTable
+from correlator.incidents import Incident
 from correlator.metrics import Metrics
 from correlator.reconciler import Reconciler, Upstream
 from correlator.sources.alertmanager import AlertmanagerClient, Pusher
@@ -47,7 +48,6 @@ class Settings:
     storage_path: str = "data/incidents.sqlite"
     external_url: str = "http://localhost:9861"
     bearer_token: str = ""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 CONFIG_KEY = web.AppKey("config", Config)
@@ -121,7 +121,8 @@ async def list_incidents(request: web.Request) -> web.Response:
     return web.json_response({"status": "success", "data": data})
 
 
-async def _find(request: web.Request):  # type: ignore[no-untyped-def]
+async def _find(request: web.Request) -> tuple[str, Incident | None]:
+    """The incident named in the path: in memory, else from the history database."""
     rec = request.app[RECONCILER_KEY]
     iid = request.match_info["id"]
     inc = rec.book.get(iid)
