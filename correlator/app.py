@@ -294,6 +294,19 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def bearer_token(config: Config) -> str:
+    """The webhook's bearer token from `webhook.bearer_token_file` ("" when not configured)."""
+    if not config.bearer_token_file:
+        return ""
+    try:
+        token = Path(config.bearer_token_file).read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"webhook.bearer_token_file: cannot read it: {e}") from e
+    if not token:
+        raise ConfigError("webhook.bearer_token_file: the file is empty")
+    return token
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point."""
     args = _args(argv)
@@ -305,14 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         host, port = parse_listen_address(args.listen)
         config = load(args.config)
-        token = ""
-        if config.bearer_token_file:
-            try:
-                token = Path(config.bearer_token_file).read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"webhook.bearer_token_file: cannot read it: {e}") from e
-            if not token:
-                raise ConfigError("webhook.bearer_token_file: the file is empty")
+        token = bearer_token(config)
         external = args.external_url or config.external_url
         if not external:
             external = f"http://{host or socket.gethostname()}:{port}"

@@ -95,7 +95,7 @@ class Stack:
 
 @pytest.fixture
 def make_stack(tmp_path: Path, fleet: Fleet) -> Iterator[Callable[..., Stack]]:
-    """make_stack(config=..., prometheus_url=..., start_alertmanager=True) -> Stack."""
+    """make_stack(config=..., prometheus_url=..., start_alertmanager=True, token_file=None)."""
     made: list[Stack] = []
 
     def make(
@@ -103,6 +103,7 @@ def make_stack(tmp_path: Path, fleet: Fleet) -> Iterator[Callable[..., Stack]]:
         prometheus_url: str | None = None,
         start_alertmanager: bool = True,
         name: str = "stack",
+        token_file: Path | None = None,
     ) -> Stack:
         work = tmp_path / name
         am_port = servers.free_port()
@@ -112,7 +113,9 @@ def make_stack(tmp_path: Path, fleet: Fleet) -> Iterator[Callable[..., Stack]]:
             [f"http://127.0.0.1:{am_port}"],
             config,
         )
-        am = servers.alertmanager(work / "alertmanager", am_config(corr.url), port=am_port)
+        am = servers.alertmanager(
+            work / "alertmanager", am_config(corr.url, token_file), port=am_port
+        )
         stack = Stack(corr, am)
         made.append(stack)
         corr.start()

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import signal
 
-from tests.correlator.conftest import Fleet
+from tests.correlator.conftest import Fleet, wait_scraped
 from tests.correlator.support import (
     DETACH,
+    FAST,
     ROOT_CAUSE,
     am_alerts,
     detach_alert,
     post_alerts,
     root_causes,
+    scrape_configs,
     wait_incident,
     webhook_payload,
 )
@@ -170,7 +172,7 @@ def test_restart_keeps_the_same_incidents_and_doubles_none(make_stack, fleet: Fl
 
 
 def test_alertmanager_down_then_up_delivers_the_incident(make_stack, fleet: Fleet):
-    config = {"timings": {**_fast_timings(), "hold_down": "30s"}}
+    config = {"timings": {**FAST["timings"], "hold_down": "30s"}}
     stack = make_stack(config=config, start_alertmanager=False)
     corr = stack.correlator
     alerts = _flood(fleet.image("img-aspm"), "img-aspm")
@@ -210,9 +212,6 @@ def test_prometheus_down_gives_no_guest_data_then_rediagnoses(make_stack, fleet:
     assert rc[0]["labels"]["root_cause"] == "no_guest_data"
     assert corr.metric("pciehp_correlator_prometheus_errors_total") >= 1
 
-    from tests.correlator.conftest import wait_scraped
-    from tests.correlator.support import scrape_configs
-
     prom = servers.prometheus(
         stack.correlator.workdir.parent / "prometheus", scrape_configs(fleet.guests), port=prom_port
     )
@@ -230,7 +229,18 @@ def test_prometheus_down_gives_no_guest_data_then_rediagnoses(make_stack, fleet:
     servers.wait_until(only_new_labelset, what="no_guest_data resolved, pcie_aspm_off firing")
 
 
-def _fast_timings() -> dict:
-    from tests.correlator.support import FAST
-
-    return dict(FAST["timings"])
+def test_alertmanager_delivers_with_the_bearer_token(make_stack, fleet: Fleet, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t0ken-for-alertmanager\n")
+    config = {**FAST, "webhook": {"bearer_token_file": str(token)}}
+    stack = make_stack(config=config, token_file=token)
+    corr = stack.correlator
+    post_alerts(stack.am_url, _flood(fleet.image("img-acpi"), "img-acpi", devices=("vdb",)))
+    servers.wait_until(
+        lambda: corr.metric("pciehp_correlator_webhooks_received_total", result="accepted") >= 1,
+        what="an authenticated webhook",
+    )
+    assert corr.metric("pciehp_correlator_webhooks_received_total", result="unauthorized") == 0
+    status, body = corr.post_webhook(webhook_payload([]))
+    assert status == 401 and body["error"] == "missing or wrong bearer token"
+    assert corr.post_webhook(webhook_payload([]), token="t0ken-for-alertmanager")[0] == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from correlator.app import RECONCILER_KEY, Settings, create_app
+from correlator.app import RECONCILER_KEY, Settings, bearer_token, create_app
 from correlator.config import from_dict
 from tests.correlator.conftest import Fleet
 from tests.correlator.support import FAST, detach_alert, webhook_payload
@@ -29,9 +29,7 @@ async def start(aiohttp_client, tmp_path: Path, fleet: Fleet, **extra) -> TestCl
         alertmanager_urls=[DEAD_AM],
         storage_path=str(tmp_path / "incidents.sqlite"),
         external_url="http://correlator.example:9861",
-        bearer_token=TOKEN
-        if "webhook" in extra and extra["webhook"].get("bearer_token_file")
-        else "",
+        bearer_token=bearer_token(config),
     )
     client = await aiohttp_client(create_app(config, settings))
     await wait_for(client, lambda: client.get("/-/ready"), lambda r: r.status == 200)
@@ -264,6 +262,17 @@ async def test_openapi_document_matches_routes_and_responses(aiohttp_client, tmp
     assert conforms(one, response_schema("/api/v1/incidents/{id}", "get", 200), spec) == []
     missing = await (await client.get("/api/v1/incidents/x")).json()
     assert conforms(missing, response_schema("/api/v1/incidents/{id}", "get", 404), spec) == []
+
+
+def test_token_files_that_are_missing_or_empty_are_config_errors(tmp_path: Path):
+    from correlator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"webhook\.bearer_token_file: cannot read it"):
+        bearer_token(from_dict({"webhook": {"bearer_token_file": str(tmp_path / "none")}}))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        bearer_token(from_dict({"webhook": {"bearer_token_file": str(tmp_path / "empty")}}))
+    assert bearer_token(from_dict({})) == ""
 
 
 @pytest.mark.parametrize("address", ["9861", "host:port", ":70000"])
