@@ -92,6 +92,9 @@ class Incident:
     instances: dict[str, InstanceVerdict] = field(default_factory=dict)
     pushed: dict[str, dict[str, str]] = field(default_factory=dict)
     dirty_members: set[str] = field(default_factory=set)
+    # guests of the image that can hot-unplug and raised no alert (from Prometheus)
+    healthy_peers: list[str] = field(default_factory=list)
+    healthy_peers_total: int = 0
 
     @property
     def image_id(self) -> str:
@@ -131,7 +134,7 @@ class Incident:
         hosts: dict[str, set[str]] = {}
         for m in self.members.values():
             hosts.setdefault(m.instance_uuid, set()).add(m.host)
-        return [
+        members = [
             {
                 "instance_uuid": v.instance_uuid,
                 "cause": v.cause,
@@ -141,6 +144,28 @@ class Incident:
             for v in sorted(self.instances.values(), key=lambda v: v.instance_uuid)
             if v.guest_can_unplug
         ]
+        peers = [
+            {
+                "instance_uuid": uuid,
+                "cause": "not_affected",
+                "hosts": [],
+                "evidence": [
+                    "same image, every hotplug-capable port has a hotplug handler, no detach alert"
+                ],
+            }
+            for uuid in self.healthy_peers
+            if uuid not in self.instances
+        ]
+        return members + peers
+
+    def set_healthy_peers(self, peers: set[str], limit: int = 50) -> bool:
+        """Record the image's healthy guests without alerts; True if that changed anything."""
+        others = sorted(peers - self.instances.keys())
+        shown = others[:limit]
+        if shown == self.healthy_peers and len(others) == self.healthy_peers_total:
+            return False
+        self.healthy_peers, self.healthy_peers_total = shown, len(others)
+        return True
 
     def counts(self) -> dict[str, int]:
         """Alerts (all and firing), instances and hosts."""

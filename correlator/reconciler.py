@@ -17,7 +17,7 @@ from typing import TypeVar
 from correlator.config import Config
 from correlator.diagnosis import DiagnosisTable
 from correlator.inbox import AlertInbox, WebhookOutcome
-from correlator.incidents import Incident, IncidentBook
+from correlator.incidents import UNKNOWN_IMAGE, Incident, IncidentBook
 from correlator.metrics import Metrics
 from correlator.model import Alert, GuestFacts, Verdict, format_time
 from correlator.sources.alertmanager import (
@@ -65,6 +65,7 @@ class Reconciler:
         self.inbox = AlertInbox(config.matchers, config.timings.alert_ttl)
         self.book = IncidentBook(config.labels, table, config.timings.hold_down)
         self.facts_cache: dict[str, GuestFacts] = {}
+        self._peers_at = float("-inf")
         self.reconciles = 0
         self.last_queries = 0
         self._trigger = asyncio.Event()
@@ -161,6 +162,8 @@ class Reconciler:
         facts, verdicts = await asyncio.to_thread(self._diagnose, uuids, stale, error, now)
         diagnosed = time.monotonic()
         changed = {i.id: i for i in self.book.update(firing, verdicts, facts, now)}
+        for inc in await self._refresh_peers(now):
+            changed[inc.id] = inc
         outgoing: list[OutgoingAlert] = []
         for inc in list({**{i.id: i for i in self.book.open.values()}, **changed}.values()):
             alerts, touched = self._outgoing(inc)
@@ -191,6 +194,27 @@ class Reconciler:
         self.metrics.last_reconcile.set_to_current_time()
         self._update_gauges()
         return list(changed.values())
+
+    async def _refresh_peers(self, now: float) -> list[Incident]:
+        """Counter-evidence among guests without alerts: one query for every open incident's
+        image, at most once per reconcile_interval. Returns the incidents that changed."""
+        if now - self._peers_at < self.config.timings.reconcile_interval:
+            return []
+        incidents = [
+            i
+            for i in self.book.open.values()
+            if i.key_source in ("alert_label", "guest_label") and i.key != UNKNOWN_IMAGE
+        ]
+        if not incidents:
+            return []
+        try:
+            peers = await self.prometheus.healthy_peers({i.key for i in incidents})
+        except PrometheusError as e:
+            self.metrics.prom_errors.inc()
+            self._report("query Prometheus", str(e))
+            return []
+        self._peers_at = now
+        return [i for i in incidents if i.set_healthy_peers(peers.get(i.key, set()))]
 
     async def _poll_alertmanagers(self, now: float) -> None:
         matchers = self.config.matchers

@@ -149,6 +149,34 @@ class PrometheusSource:
             out.append(f'sum by ({port}, event) (pciehp_events_total{{event=~"{events}", {sel}}})')
         return out
 
+    def peers_query(self, images: Collection[str]) -> str:
+        """Guests of these images that can hot-unplug: no hotplug-capable port without a handler.
+
+        Computed by Prometheus, so the answer is one series per healthy guest, whatever the size
+        of the fleet. These are the incident's counter-evidence among guests with no alert.
+        """
+        il = self.image_label
+        extra = f", {self.selector}" if self.selector else ""
+        sel = f"{il}=~{promql_string(regex_alternatives(images))}{extra}"
+        port = "job, instance, segment, bus, device, function"
+        return (
+            f"max by (job, instance, instance_uuid, {il}) (pciehp_guest_info{{{sel}}}) "
+            f'unless on (job, instance) (pciehp_port_hotplug_handler{{handler="none", {sel}}} == 1 '
+            f"and on ({port}) pciehp_port_hotplug_capable{{{sel}}} == 1)"
+        )
+
+    async def healthy_peers(self, images: Collection[str]) -> dict[str, set[str]]:
+        """image -> instance UUIDs of its guests that can hot-unplug (one query)."""
+        if not images:
+            return {}
+        out: dict[str, set[str]] = {}
+        for sample in await self._query(self.peers_query(images)):
+            labels: Mapping[str, str] = sample["metric"]  # type: ignore[assignment]
+            uuid = labels.get("instance_uuid", "")
+            if uuid:
+                out.setdefault(labels.get(self.image_label, ""), set()).add(uuid)
+        return out
+
     async def _query(self, promql: str) -> list[Mapping[str, object]]:
         self.queries_total += 1
         try:
