@@ -14,16 +14,40 @@ from typing import Any
 from correlator.model import FIRING, RESOLVED, Alert, labels_fingerprint, parse_time
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+# Per-alert label limits, like Prometheus' label_limit / label_value_length_limit: a label set
+# becomes incident labels pushed to Alertmanager and text on the incident page, so one hostile
+# sender cannot make either huge. Alertmanager's own labels are far below these.
+MAX_LABELS = 64
+MAX_LABEL_BYTES = 4096
 
 
 class PayloadError(ValueError):
     """The body is not a valid Alertmanager webhook payload; the message says where and why."""
 
 
-def _string_map(value: object, where: str) -> dict[str, str]:
+def _utf8(text: str, where: str) -> bytes:
+    # json.loads turns a "\\udc80" escape into a lone surrogate: not Unicode, so it could be
+    # neither stored, nor rendered, nor forwarded to Alertmanager.
+    try:
+        return text.encode()
+    except UnicodeEncodeError as e:
+        raise PayloadError(f"{where}: not valid UTF-8 (lone surrogate escape)") from e
+
+
+def _string_map(value: object, where: str, labels: bool = False) -> dict[str, str]:
     # JSON object keys are always strings; only the values need checking.
     if type(value) is not dict or not all(type(v) is str for v in value.values()):
         raise PayloadError(f"{where}: expected an object mapping strings to strings")
+    if labels and len(value) > MAX_LABELS:
+        raise PayloadError(f"{where}: {len(value)} labels, more than the limit of {MAX_LABELS}")
+    for k, v in value.items():
+        _utf8(k, where)
+        size = len(_utf8(v, f"{where}.{k}"))
+        if labels and max(size, len(k)) > MAX_LABEL_BYTES:
+            raise PayloadError(
+                f"{where}.{k}: label value of {size} bytes, more than the limit of "
+                f"{MAX_LABEL_BYTES}"
+            )
     return value
 
 
@@ -44,7 +68,7 @@ def _alert(raw: object, where: str) -> Alert:
     status = raw.get("status")
     if status not in (FIRING, RESOLVED):
         raise PayloadError(f'{where}.status: expected "firing" or "resolved", got {status!r}')
-    labels = _string_map(raw.get("labels"), f"{where}.labels")
+    labels = _string_map(raw.get("labels"), f"{where}.labels", labels=True)
     if not labels:
         raise PayloadError(f"{where}.labels: an alert needs at least one label")
     annotations = _string_map(raw.get("annotations", {}), f"{where}.annotations")
@@ -53,6 +77,7 @@ def _alert(raw: object, where: str) -> Alert:
     generator = raw.get("generatorURL", "")
     if not isinstance(generator, str):
         raise PayloadError(f"{where}.generatorURL: expected a string")
+    _utf8(generator, f"{where}.generatorURL")
     fingerprint = raw.get("fingerprint")
     if fingerprint is None:
         fingerprint = labels_fingerprint(labels)
