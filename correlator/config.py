@@ -107,6 +107,8 @@ class Config:
             doc = yaml.safe_load(self.causes_file.read_text())
         except OSError as e:
             raise ConfigError(f"diagnosis.causes_file: cannot read {self.causes_file}: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"diagnosis.causes_file: {self.causes_file} is not UTF-8: {e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"diagnosis.causes_file: {self.causes_file} is not YAML: {e}") from e
         if not isinstance(doc, dict) or not isinstance(doc.get("causes"), list):
@@ -292,6 +294,8 @@ def load(path: str | Path | None) -> Config:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from e
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
