@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -21,6 +24,36 @@ from tests.alerts.pipeline import (
 from tests.support import servers
 
 ONCALL_PATH = "/oncall"
+RUNBOOKS = Path(__file__).resolve().parent.parent / "alerts" / "runbooks"
+
+
+class RunbookServer:
+    """Serves alerts/runbooks/*.md on loopback, so the incident's runbook links work offline."""
+
+    def __init__(self) -> None:
+        class Handler(SimpleHTTPRequestHandler):
+            extensions_map: ClassVar[dict[str, str]] = {
+                ".md": "text/plain; charset=utf-8",
+                "": "text/plain",
+            }
+
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                super().__init__(*args, directory=str(RUNBOOKS), **kwargs)  # type: ignore[arg-type]
+
+            def translate_path(self, path: str) -> str:
+                return super().translate_path(path.removeprefix("/runbooks"))
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/runbooks/"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 @dataclass
@@ -33,6 +66,7 @@ class Pipeline:
     alertmanager: servers.Server
     correlator: RepoProcess
     oncall: Recorder
+    runbooks: RunbookServer
 
     def incidents(self) -> list[dict]:
         """The correlator's incidents (GET /api/v1/incidents)."""
@@ -55,12 +89,11 @@ class Pipeline:
         return int(float(result[0]["value"][1])) if result else 0
 
 
-def correlator_config(workdir: Path, reconcile: str, runbooks_url: str | None) -> Path:
+def correlator_config(workdir: Path, reconcile: str, runbooks_url: str) -> Path:
     cfg: dict = {
         "timings": {"reconcile_interval": reconcile, "resend_interval": "10s", "push_ttl": "2m"}
     }
-    if runbooks_url:
-        cfg["runbook_base_url"] = runbooks_url
+    cfg["runbook_base_url"] = runbooks_url
     path = workdir / "correlator.yml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -74,6 +107,7 @@ def running(
     fleet = Fleet(default_fleet(guests))
     fleet_server = FleetServer(fleet, servers.free_port()).start()
     oncall = Recorder().start()
+    runbooks = RunbookServer()
     correlator_port = servers.free_port()
     correlator_url = f"http://127.0.0.1:{correlator_port}"
     prom = servers.prometheus(
@@ -107,7 +141,7 @@ def running(
             "-m",
             "correlator.app",
             "--config",
-            str(correlator_config(workdir, reconcile, None)),
+            str(correlator_config(workdir, reconcile, runbooks.base_url)),
             "--web.listen-address",
             f"127.0.0.1:{correlator_port}",
             "--prometheus.url",
@@ -123,8 +157,9 @@ def running(
     try:
         with servers.running(prom, am):
             correlator.start()
-            yield Pipeline(fleet, fleet_server, prom, am, correlator, oncall)
+            yield Pipeline(fleet, fleet_server, prom, am, correlator, oncall, runbooks)
     finally:
         correlator.stop()
         oncall.stop()
+        runbooks.stop()
         fleet_server.stop()

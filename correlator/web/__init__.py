@@ -102,8 +102,103 @@ def block_counter_evidence(inc: Incident, table: DiagnosisTable, base: str) -> s
     )
 
 
+TIMELINE_HOSTS = 24  # host rows drawn; the rest share one "other hosts" row
+
+
+def _ticks(span: float) -> list[float]:
+    """Round tick offsets (seconds) for an axis `span` long."""
+    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400):
+        if span / step <= 8:
+            return [i * step for i in range(int(span // step) + 1)]
+    return [0.0, span]
+
+
+def _offset(seconds: float) -> str:
+    if seconds < 120:
+        return f"+{seconds:.0f}s"
+    if seconds < 7200:
+        return f"+{seconds / 60:.0f}m"
+    return f"+{seconds / 3600:.1f}h"
+
+
+def block_timeline(inc: Incident, table: DiagnosisTable, base: str) -> str:
+    """Inline SVG: each member alert's arrival on its host's row, against the one incident.
+
+    Shows the flood collapse at a glance: many dots over many hosts, one incident line.
+    """
+    points = [
+        (m.starts_at if m.starts_at is not None else m.first_seen, m.host or "?", m.alertname)
+        for m in inc.members.values()
+    ]
+    if not points:
+        return ""
+    hosts = sorted({h for _, h, _ in points}, key=lambda h: (-sum(p[1] == h for p in points), h))
+    shown = hosts[:TIMELINE_HOSTS]
+    rows = shown + (["other hosts"] if len(hosts) > len(shown) else [])
+    t0 = min(min(t for t, _, _ in points), inc.opened_at)
+    t1 = max(max(t for t, _, _ in points), inc.opened_at)
+    span = max(t1 - t0, 1.0)
+    left, width, row_h, top = 150, 560, 14, 24
+    height = top + row_h * len(rows) + 30
+    names = sorted({a for _, _, a in points})
+    palette = ["#ef8f00", "#c62828", "#6a3d9a", "#1e6fbf", "#2e7d32"]
+    color = {a: palette[i % len(palette)] for i, a in enumerate(names)}
+
+    def x(t: float) -> float:
+        return left + width * (t - t0) / span
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="timeline" '
+        f'width="{left + width + 20}" height="{height}" '
+        f'viewBox="0 0 {left + width + 20} {height}" font-size="11" font-family="sans-serif">',
+        f"<title>{esc(len(points))} detach alerts from {esc(len(hosts))} hosts, "
+        f"one incident</title>",
+    ]
+    for i, host in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(host[:22])}</text>'
+            f'<line x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e8edf2"/>'
+        )
+    index = {h: i for i, h in enumerate(shown)}
+    for t, host, alertname in sorted(points):
+        i = index.get(host, len(shown))
+        y = top + row_h * i + row_h / 2
+        parts.append(
+            f'<circle cx="{x(t):.1f}" cy="{y:.1f}" r="3" fill="{color[alertname]}" '
+            f'fill-opacity=".75"><title>{esc(alertname)} on {esc(host)} at '
+            f"{esc(format_time(t))}</title></circle>"
+        )
+    xi = x(inc.opened_at)
+    bottom = top + row_h * len(rows)
+    parts.append(
+        f'<line class="incident-line" x1="{xi:.1f}" x2="{xi:.1f}" y1="{top - 14}" '
+        f'y2="{bottom}" stroke="#0b5cad" stroke-width="2"/>'
+        f'<text x="{xi + 4:.1f}" y="{top - 6}" fill="#0b5cad" font-weight="600">'
+        f"1 incident: {esc(inc.root_cause)}</text>"
+    )
+    for tick in _ticks(span):
+        tx = x(t0 + tick)
+        parts.append(
+            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#56626e"/>'
+            f'<text x="{tx:.1f}" y="{bottom + 16}" text-anchor="middle" fill="#56626e">'
+            f"{esc(_offset(tick))}</text>"
+        )
+    parts.append("</svg>")
+    legend = " ".join(
+        f'<span class="badge" style="color:{color[a]}">&#9679; {esc(a)}</span>' for a in names
+    )
+    return (
+        f"<h3>Timeline: {len(points)} alerts from {len(hosts)} hosts, one incident</h3>"
+        + "".join(parts)
+        + f'<p class="meta">{legend} <span class="badge" style="color:#0b5cad">| incident '
+        f"opened {esc(format_time(inc.opened_at))}</span></p>"
+    )
+
+
 INCIDENT_BLOCKS: list[Callable[[Incident, DiagnosisTable, str], str]] = [
     block_header,
+    block_timeline,
     block_breakdown,
     block_evidence,
     block_counter_evidence,

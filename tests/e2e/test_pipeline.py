@@ -141,3 +141,66 @@ def test_demo_main_command_runs_bounded(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "On-call received 1 notification(s): 1 x PCIeHotplugRootCause" in out.stdout
     assert "img-legacy-aspm: pcie_aspm_off" in out.stdout
+
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--hide-scrollbars"]  # fmt: skip
+
+
+def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
+    return subprocess.run(
+        [*CHROMIUM, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_incident_page_in_a_real_browser(flood, tmp_path):
+    """Headless Chromium loads the incident page: the incident, its cause, the flood timeline
+    and a runbook link that resolves; a screenshot is saved for people to look at."""
+    from html.parser import HTMLParser
+
+    p, _ = flood
+    inc = next(i for i in p.incidents() if i["image_id"] == BROKEN_IMAGE)
+    url = f"{p.correlator.url}/incidents/{inc['id']}"
+    dom = chromium(tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.links: list[str] = []
+            self.circles = 0
+            self.incident_lines = 0
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "a" and a.get("href"):
+                self.links.append(a["href"])
+            if tag == "circle":
+                self.circles += 1
+            if tag == "line" and a.get("class") == "incident-line":
+                self.incident_lines += 1
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    page = Page()
+    page.feed(dom.stdout)
+    text = " ".join(page.text)
+    assert BROKEN_IMAGE in text and "pcie_aspm_off" in text
+    assert page.circles == inc["counts"]["alerts"]  # every member alert on the timeline
+    assert page.incident_lines == 1  # against one incident
+    runbook = next(h for h in page.links if h.endswith("/pcie_aspm_off.md"))
+    status, body = servers.http_get(runbook)
+    assert status == 200 and b"pcie_aspm=off" in body and b"GRUB_CMDLINE_LINUX" in body
+
+    shot = tmp_path / "incident.png"
+    out = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", url)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
