@@ -51,9 +51,7 @@ def _string_map(value: object, where: str, labels: bool = False) -> dict[str, st
     return value
 
 
-def _time(value: object, where: str, required: bool) -> float | None:
-    if value is None and not required:
-        return None
+def _time(value: object, where: str) -> float | None:
     if not isinstance(value, str):
         raise PayloadError(f"{where}: expected an RFC 3339 timestamp string")
     try:
@@ -72,14 +70,15 @@ def _alert(raw: object, where: str) -> Alert:
     if not labels:
         raise PayloadError(f"{where}.labels: an alert needs at least one label")
     annotations = _string_map(raw.get("annotations", {}), f"{where}.annotations")
-    starts_at = _time(raw.get("startsAt"), f"{where}.startsAt", required=True)
-    ends_at = _time(raw.get("endsAt"), f"{where}.endsAt", required=False)
+    starts_at = _time(raw.get("startsAt"), f"{where}.startsAt")
+    # Optional fields may be absent, but not null: the document says string, as Alertmanager sends.
+    ends_at = _time(raw["endsAt"], f"{where}.endsAt") if "endsAt" in raw else None
     generator = raw.get("generatorURL", "")
     if not isinstance(generator, str):
         raise PayloadError(f"{where}.generatorURL: expected a string")
     _utf8(generator, f"{where}.generatorURL")
     fingerprint = raw.get("fingerprint")
-    if fingerprint is None:
+    if "fingerprint" not in raw:
         fingerprint = labels_fingerprint(labels)
     elif not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
         raise PayloadError(f"{where}.fingerprint: expected 16 lower-case hex digits")
