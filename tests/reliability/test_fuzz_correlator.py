@@ -288,3 +288,19 @@ def test_config_files_that_are_not_utf8_are_a_config_error(tmp_path):
         assert str(e).startswith(f"diagnosis.causes_file: {causes} is not UTF-8")
     else:
         raise AssertionError("a Latin-1 causes file was accepted")
+
+
+def test_null_for_an_optional_string_is_rejected_as_the_document_says():
+    """Regression (found by schemathesis): `"fingerprint": null` or `"endsAt": null` was taken
+    although the OpenAPI document says string; absent is fine, null is a 400."""
+    for key in ("fingerprint", "endsAt"):
+        doc = copy.deepcopy(REAL_PAYLOAD)
+        doc["alerts"][0][key] = None
+        try:
+            parse_payload(doc)
+        except PayloadError as e:
+            assert str(e).startswith(f"alerts[0].{key}: expected")
+        else:
+            raise AssertionError(f"null {key} accepted")
+        del doc["alerts"][0][key]
+        assert len(parse_payload(doc)) == 2
