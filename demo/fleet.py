@@ -7,13 +7,13 @@ service discovery would. Guests built from the same capture differ by instance U
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from exporter.cli import PlainHandler
 from exporter.collectors import default_sources
 from exporter.exposition import CONTENT_TYPE, render_metrics
 from exporter.kernel_log import KernelLog
@@ -93,7 +93,7 @@ class FleetServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fleet, address = self.fleet, self.address
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(PlainHandler):
             def do_GET(self) -> None:
                 parts = self.path.split("?", 1)[0].strip("/").split("/")
                 if parts == ["targets"]:
@@ -109,17 +109,6 @@ class FleetServer:
                     self._send(200, "text/plain", b"OK\n")
                 else:
                     self._send(404, "text/plain", b"not found\n")
-
-            def _send(self, code: int, ctype: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(body)  # Prometheus may give up on a scrape at shutdown
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                pass
 
         return Handler
 

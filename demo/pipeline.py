@@ -4,7 +4,6 @@ on-call recorder. Real servers from the Debian packages and this repository's co
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from tests.alerts.pipeline import (
     Recorder,
     RepoProcess,
     alertmanager_config_for_tests,
+    correlator_process,
 )
 from tests.support import servers
 
@@ -134,26 +134,8 @@ def running(
         workdir / "alertmanager",
         alertmanager_config_for_tests(oncall.url + ONCALL_PATH, correlator_url + "/api/v1/webhook"),
     )
-    correlator = RepoProcess(
-        "correlator",
-        [
-            sys.executable,
-            "-m",
-            "correlator.app",
-            "--config",
-            str(correlator_config(workdir, reconcile, runbooks.base_url)),
-            "--web.listen-address",
-            f"127.0.0.1:{correlator_port}",
-            "--prometheus.url",
-            prom.url,
-            "--alertmanager.url",
-            am.url,
-            "--storage.path",
-            str(workdir / "incidents.sqlite"),
-        ],
-        correlator_port,
-        workdir,
-    )
+    config = correlator_config(workdir, reconcile, runbooks.base_url)
+    correlator = correlator_process(workdir, config, correlator_port, prom.url, am.url)
     try:
         with servers.running(prom, am):
             correlator.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
@@ -101,10 +102,25 @@ def split_address(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class PlainHandler(BaseHTTPRequestHandler):
+    """A GET handler that answers whole bodies and logs at debug level only."""
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(body)  # the scraper gave up; nothing to do about it
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        log.debug("http: " + fmt, *args)
+
+
 def make_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     """HTTP handler: /metrics, / (landing page), /-/healthy."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(PlainHandler):
         timeout = 10  # a stalled client must not hold the (single-threaded) server
 
         def do_GET(self) -> None:
@@ -117,16 +133,6 @@ def make_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
                 self._send(200, "text/plain", b"OK\n")
             else:
                 self._send(404, "text/plain", b"not found\n")
-
-        def _send(self, code: int, ctype: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, fmt: str, *args: object) -> None:
-            log.debug("http: " + fmt, *args)
 
     return Handler
 

@@ -249,6 +249,21 @@ def exporter_argv(capture: Capture, port: int) -> list[str]:
     ]
 
 
+def correlator_process(
+    workdir: Path, config: Path, port: int, prometheus_url: str, alertmanager_url: str
+) -> RepoProcess:
+    """pciehp-correlator from this repository, its SQLite store in workdir (not started)."""
+    argv = [
+        sys.executable, "-m", "correlator.app",
+        "--config", str(config),
+        "--web.listen-address", f"127.0.0.1:{port}",
+        "--prometheus.url", prometheus_url,
+        "--alertmanager.url", alertmanager_url,
+        "--storage.path", str(workdir / "incidents.sqlite"),
+    ]  # fmt: skip
+    return RepoProcess("correlator", argv, port, workdir)
+
+
 def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list[dict]:
     """Prometheus scrape configs: one static target per guest with its image_id label."""
     configs: list[dict] = [
@@ -303,26 +318,7 @@ def running(
         )
         cfg = workdir / "correlator.yml"
         cfg.write_text(yaml.safe_dump({"timings": {"reconcile_interval": "1s"}}))
-        correlator = RepoProcess(
-            "correlator",
-            [
-                sys.executable,
-                "-m",
-                "correlator.app",
-                "--config",
-                str(cfg),
-                "--web.listen-address",
-                f"127.0.0.1:{correlator_port}",
-                "--prometheus.url",
-                prom.url,
-                "--alertmanager.url",
-                am.url,
-                "--storage.path",
-                str(workdir / "incidents.sqlite"),
-            ],
-            correlator_port,
-            workdir,
-        )
+        correlator = correlator_process(workdir, cfg, correlator_port, prom.url, am.url)
     try:
         for e in exporters:
             e.launch()
