@@ -117,9 +117,13 @@ def parse_payload(doc: Any) -> list[Alert]:
 
 
 def parse_body(body: bytes) -> list[Alert]:
-    """Decode JSON bytes and validate them as a webhook payload; raises PayloadError."""
+    """Decode JSON bytes and validate them as a webhook payload; raises PayloadError.
+
+    The body must be UTF-8 (RFC 8259, and what Alertmanager sends); json.loads alone would also
+    take UTF-16 and UTF-32.
+    """
     try:
-        doc = json.loads(body)
+        doc = json.loads(body.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PayloadError(f"body is not JSON: {e}") from e
+        raise PayloadError(f"body is not JSON in UTF-8: {e}") from e
     return parse_payload(doc)
