@@ -304,3 +304,14 @@ def test_null_for_an_optional_string_is_rejected_as_the_document_says():
             raise AssertionError(f"null {key} accepted")
         del doc["alerts"][0][key]
         assert len(parse_payload(doc)) == 2
+
+
+def test_a_body_in_utf16_is_rejected():
+    """Regression: json.loads took UTF-16/32 bodies; RFC 8259 and Alertmanager say UTF-8."""
+    for encoding in ("utf-16", "utf-32"):
+        try:
+            parse_body(REAL_PAYLOAD_BYTES.decode().encode(encoding))
+        except PayloadError as e:
+            assert str(e).startswith("body is not JSON in UTF-8")
+        else:
+            raise AssertionError(f"a {encoding} body was accepted")
