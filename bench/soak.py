@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -58,6 +59,13 @@ def fmt(stats: dict[str, float]) -> str:
     return f"rss={stats['rss_mib']:.1f}MiB fds={stats['fds']:.0f} tasks={stats['tasks']:.0f}"
 
 
+def log_lines(guest: Guest) -> float:
+    """The exporter's pciehp_kernel_log_lines_total (-1 when the scrape fails)."""
+    status, body = servers.http_get(f"http://{guest.target}/metrics", timeout=10)
+    m = re.search(rb"^pciehp_kernel_log_lines_total (\S+)$", body, re.M)
+    return float(m.group(1)) if status == 200 and m else -1.0
+
+
 def post(url: str, doc: object) -> int:
     """POST JSON, return the status code (0 when nothing answered)."""
     req = urllib.request.Request(
@@ -83,7 +91,7 @@ class Soak:
         self.floods = 0
         self.alerts_sent = 0
         self.scrapes = 0
-        self.kmsg_lines = 0
+        self.kmsg_lines = 0  # per guest
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
@@ -141,7 +149,7 @@ class Soak:
                     f.write(KMSG_LINE.format(seq=seq, usec=seq * 1000))
             seq += 1
             with self.lock:
-                self.kmsg_lines += len(guests)
+                self.kmsg_lines += 1
             self.stop.wait(0.05)
 
 
@@ -177,6 +185,7 @@ def soak(args: argparse.Namespace, corr: Correlator, am_url: str, guests: list[G
     assert guests[0].proc is not None
     pids = {"correlator": corr.server.proc.pid, "exporter": guests[0].proc.pid}
     start = {name: proc_stats(pid) for name, pid in pids.items()}
+    lines_at_start = log_lines(guests[0])
     for name, s in start.items():
         print(f"start  {name:10s} {fmt(s)}", flush=True)
     threads = [
@@ -203,10 +212,17 @@ def soak(args: argparse.Namespace, corr: Correlator, am_url: str, guests: list[G
     final = {name: proc_stats(pid) for name, pid in pids.items()}
     elapsed = time.monotonic() - t0
     print(f"\nran {elapsed:.0f}s: {state.floods} floods ({state.alerts_sent} alerts), ", end="")
-    print(f"{state.scrapes} exporter scrapes, {state.kmsg_lines} kernel-log lines appended")
+    print(f"{state.scrapes} exporter scrapes, {state.kmsg_lines} kernel-log lines per guest")
     for name in pids:
         print(f"{name:10s} start {fmt(start[name])}")
         print(f"{'':10s} end   {fmt(final[name])}")
+    # The exporter's line counter must account for every appended line, no more, no less.
+    want = lines_at_start + state.kmsg_lines
+    try:
+        servers.wait_until(lambda: log_lines(guests[0]) == want, timeout=30, what="tail")
+    except TimeoutError:
+        state.error(f"kernel_log_lines_total {log_lines(guests[0])}, expected {want}")
+    print(f"exporter kernel_log_lines_total: {lines_at_start:.0f} -> {log_lines(guests[0]):.0f}")
     incidents = corr.incidents()
     print(f"correlator: {len(incidents)} incidents (bounded by the {args.images} soak images)")
     print(f"errors: {len(state.errors)}")
