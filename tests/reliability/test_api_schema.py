@@ -1,6 +1,7 @@
 """API fuzzing: schemathesis generates requests from the correlator's own OpenAPI document and
-sends them to a real correlator process on loopback; no answer may be a 5xx, and every answer
-must match the document (status code, content type, body schema, headers)."""
+sends them to a real correlator process on loopback; no answer may be a 5xx, every answer must
+match the document (status code, content type, body schema, headers), and no counter of the
+correlator ever decreases."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.correlator.support import Correlator, detach_alert, webhook_payload
 from tests.support import servers
@@ -41,9 +43,32 @@ def correlator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Correlator]
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_every_answer_matches_the_document_and_none_is_a_5xx(case, correlator):
+def test_every_answer_matches_the_document_and_none_is_a_5xx(case, correlator, counters):
     response = case.call_and_validate(base_url=correlator.url, timeout=10)
     assert response.status_code < 500, response.text[:500]
+    # Whatever was sent, no counter of the correlator ever goes down within the process.
+    now = _counters(correlator)
+    assert len(now) > 10
+    for key, value in counters.items():
+        assert now.get(key, 0.0) >= value, key
+    counters.update(now)
+
+
+@pytest.fixture(scope="module")
+def counters() -> dict[tuple, float]:
+    """The last value seen of every counter sample, across the generated requests."""
+    return {}
+
+
+def _counters(corr: Correlator) -> dict[tuple, float]:
+    _, body = servers.http_get(corr.url + "/metrics")
+    out = {}
+    for family in text_string_to_metric_families(body.decode()):
+        if family.type in ("counter", "histogram"):
+            for s in family.samples:
+                if s.name.endswith(("_total", "_count", "_bucket", "_sum")):
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
 
 
 def test_the_served_document_is_the_file(correlator):
