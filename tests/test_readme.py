@@ -42,8 +42,10 @@ def test_every_exported_metric_is_documented_with_its_labels():
 def test_every_documented_metric_is_exported():
     got = exported()
     missing = [
-        n for n in readme_metrics()
-        if n not in got and n != "pciehp_collector_duration_seconds"  # stripped from goldens
+        n
+        for n in readme_metrics()
+        if n not in got
+        and n != "pciehp_collector_duration_seconds"  # stripped from goldens
         and n != "pciehp_rescan_workaround"  # no capture has one; covered by test_rescan
     ]
     assert missing == []
