@@ -26,7 +26,9 @@ from dashboards.panels import (
     label_variable,
     last_value,
     organize,
+    project_dashboard,
     query,
+    sibling_link,
     table_query,
     thresholds,
 )
@@ -74,25 +76,13 @@ def _count_table(title: str, description: str, expr: str, columns: dict[str, str
 def build() -> db.Dashboard:
     """The fleet dashboard."""
     d = (
-        db.Dashboard("pciehp-watch / Fleet")
+        project_dashboard("pciehp-watch / Fleet")
         .uid(UID)
         .description(
             "Per VM image: guests that cannot hot-unplug PCIe devices, why, and the "
             "correlator's incidents. Images are the image_id target label."
         )
-        .tags(["pciehp-watch"])
-        .editable()
-        .time("now-6h", "now")
-        .refresh("1m")
-        .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .link(
-            db.DashboardLink("Guest")
-            .type(model.DashboardLinkType.DASHBOARDS)
-            .tags(["pciehp-watch"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
+        .link(sibling_link("Guest"))
         .with_variable(datasource_variable())
         .with_variable(alertmanager_variable())
         .with_variable(job_variable())

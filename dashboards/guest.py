@@ -6,7 +6,6 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards.panels import (
     GREEN,
@@ -24,7 +23,9 @@ from dashboards.panels import (
     label_variable,
     last_value,
     organize,
+    project_dashboard,
     query,
+    sibling_link,
     table_query,
     thresholds,
 )
@@ -68,25 +69,13 @@ def _table(title: str, description: str, height: int = 8, span: int = 12) -> tab
 def build() -> db.Dashboard:
     """The guest dashboard."""
     d = (
-        db.Dashboard("pciehp-watch / Guest")
+        project_dashboard("pciehp-watch / Guest")
         .uid(UID)
         .description(
             "One guest: can each PCIe port answer a hot-unplug, who serves it, and the boot "
             "configuration that decided it."
         )
-        .tags(["pciehp-watch"])
-        .editable()
-        .time("now-6h", "now")
-        .refresh("1m")
-        .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .link(
-            db.DashboardLink("Fleet")
-            .type(model.DashboardLinkType.DASHBOARDS)
-            .tags(["pciehp-watch"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
+        .link(sibling_link("Fleet"))
         .with_variable(datasource_variable())
         .with_variable(job_variable())
         .with_variable(

@@ -23,6 +23,30 @@ ROOT_CAUSE_MATCHER = 'alertname="PCIeHotplugRootCause"'
 GREEN, RED, ORANGE = "green", "red", "orange"
 
 
+def project_dashboard(title: str) -> db.Dashboard:
+    """A dashboard with the settings every pciehp-watch dashboard shares."""
+    return (
+        db.Dashboard(title)
+        .tags(["pciehp-watch"])
+        .editable()
+        .time("now-6h", "now")
+        .refresh("1m")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+    )
+
+
+def sibling_link(title: str) -> db.DashboardLink:
+    """A link to the other pciehp-watch dashboards, carrying variables and time range."""
+    return (
+        db.DashboardLink(title)
+        .type(model.DashboardLinkType.DASHBOARDS)
+        .tags(["pciehp-watch"])
+        .as_dropdown(False)
+        .include_vars(True)
+        .keep_time(True)
+    )
+
+
 def datasource_variable() -> db.DatasourceVariable:
     """The Prometheus datasource picker every panel uses."""
     return db.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
