@@ -81,16 +81,7 @@ class AlertmanagerClient:
             ("inhibited", "true"),
             ("unprocessed", "true"),
         ] + [("filter", m.text()) for m in matchers]
-        try:
-            async with self.session.get(
-                f"{self.url}/api/v2/alerts", params=params, timeout=self.timeout
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise AlertmanagerError(f"{self.url} unreachable: {e or type(e).__name__}") from e
-        if status != 200:
-            raise AlertmanagerError(f"{self.url} GET /api/v2/alerts: HTTP {status}: {body[:200]!r}")
+        body = await self._request("GET", params=params)
         try:
             return await asyncio.to_thread(lambda: self._alerts(json.loads(body)))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -98,9 +89,13 @@ class AlertmanagerClient:
 
     async def post_alerts(self, alerts: list[dict[str, object]]) -> None:
         """POST /api/v2/alerts; raises AlertmanagerError unless Alertmanager accepted them."""
+        await self._request("POST", json=alerts)
+
+    async def _request(self, method: str, **kwargs: object) -> bytes:
+        """One call to /api/v2/alerts; the body on HTTP 200, else AlertmanagerError."""
         try:
-            async with self.session.post(
-                f"{self.url}/api/v2/alerts", json=alerts, timeout=self.timeout
+            async with self.session.request(
+                method, f"{self.url}/api/v2/alerts", timeout=self.timeout, **kwargs
             ) as resp:
                 body = await resp.read()
                 status = resp.status
@@ -108,8 +103,9 @@ class AlertmanagerClient:
             raise AlertmanagerError(f"{self.url} unreachable: {e or type(e).__name__}") from e
         if status != 200:
             raise AlertmanagerError(
-                f"{self.url} POST /api/v2/alerts: HTTP {status}: {body[:200]!r}"
+                f"{self.url} {method} /api/v2/alerts: HTTP {status}: {body[:200]!r}"
             )
+        return body
 
 
 @dataclass(frozen=True)
