@@ -74,6 +74,7 @@ class Reconciler:
         self._verdicts: dict[str, tuple[GuestFacts, Verdict]] = {}
         for up in self.upstreams:
             up.pusher.on_error = metrics.push_failures.labels(up.client.url).inc
+            metrics.am_errors.labels(up.client.url)  # a 0 series, so increase() sees the first
             up.pusher.on_delivered = metrics.push_latency.labels(up.client.url).observe
             metrics.push_queue.labels(up.client.url).set_function(
                 lambda p=up.pusher: len(p.pending)
