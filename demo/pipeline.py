@@ -80,8 +80,7 @@ class Pipeline:
 
     def oncall_notifications(self) -> list[dict]:
         """Every notification (webhook POST) on-call received."""
-        with self.oncall._lock:
-            return [body for path, body in self.oncall.posts if path == ONCALL_PATH]
+        return self.oncall.notifications(ONCALL_PATH)
 
     def guests_scraped(self) -> int:
         r = servers.http_json(self.prometheus.url + "/api/v1/query?query=count(pciehp_guest_info)")

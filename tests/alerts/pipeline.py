@@ -140,6 +140,11 @@ class Recorder:
             self._server.shutdown()
             self._server.server_close()
 
+    def notifications(self, path: str) -> list[dict]:
+        """Every webhook body delivered to `path` so far, in order."""
+        with self._lock:
+            return [body for p, body in self.posts if p == path]
+
     def alerts(self, path: str) -> list[dict]:
         """Every alert delivered to `path` so far, in order (firing and resolved)."""
         with self._lock:
