@@ -109,6 +109,18 @@ def test_acpi_hotplug_and_poll_mode_guests_are_tested_quiet(handler: str) -> Non
     assert set(GUEST_CAUSE_ALERTS) <= covered
 
 
+@pytest.mark.parametrize("job", ["pciehp-exporter", "node"])
+def test_guest_cause_alerts_are_tested_firing_on_both_scrape_routes(job: str) -> None:
+    """The exporter's own job and node_exporter's (textfile route) each have firing cases."""
+    fired = {
+        case["alertname"]
+        for _, group in unit_tests()
+        for case in group.get("alert_rule_test", [])
+        if any(a["exp_labels"].get("job") == job for a in case.get("exp_alerts") or [])
+    }
+    assert set(GUEST_CAUSE_ALERTS) | {"PCIeHotplugExporterDown"} <= fired
+
+
 @pytest.mark.parametrize("rule", alerting_rules(), ids=lambda r: r["alert"])
 def test_alert_metadata(rule: dict) -> None:
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
