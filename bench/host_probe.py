@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from host.cli import HostExporter  # noqa: E402
-from host.probe import ButtonHistory, probe_with_deadline  # noqa: E402
+from host.probe import History, probe_with_deadline  # noqa: E402
 from host.vms import libvirt_targets, qmp_targets  # noqa: E402
 from tests.host.firmware import FirmwareVM, accel  # noqa: E402
 from tests.host.libvirtd import Libvirtd, domain_xml  # noqa: E402
@@ -46,7 +46,7 @@ def summary(values: list[float]) -> str:
 async def probe_times(target, rounds: int) -> tuple[list[float], int]:
     """Wall time of `rounds` probes of one target, and the ports the last one found."""
     times, ports = [], 0
-    history = ButtonHistory()
+    history = History()
     for _ in range(rounds):
         r = await probe_with_deadline(target.name, target.open, 10.0, history, target.domain)
         if not r.success:

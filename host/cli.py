@@ -16,7 +16,7 @@ from exporter.cli import split_address
 from exporter.exposition import write_textfile
 from host.metrics import families
 from host.monitor import MonitorError
-from host.probe import ButtonHistory, VmReport, probe_with_deadline
+from host.probe import History, VmReport, probe_with_deadline
 from host.vms import Target, libvirt_targets, qmp_targets
 
 log = logging.getLogger("pciehp_host_exporter")
@@ -39,7 +39,7 @@ class HostExporter:
         self.discover = discover
         self.timeout = timeout
         self.concurrency = concurrency
-        self.history = ButtonHistory()
+        self.history = History()
         self._lock = asyncio.Lock()
 
     async def probe_all(self) -> tuple[list[VmReport], bool]:

@@ -25,8 +25,9 @@ from host.slots import (
 log = logging.getLogger("pciehp_host_exporter")
 
 # pciehp clears ABP within a millisecond, its poll mode within about a second: an ABP still set
-# this long after it was first seen is a button press nobody acknowledged.
-BUTTON_CONFIRM_SECONDS = 2.0
+# this long after it was first seen is a button press nobody acknowledged. The same interval
+# confirms "nothing armed": a booting Linux enables its ports ~0.5 s (TCG) before pciehp arms them.
+CONFIRM_SECONDS = 2.0
 
 
 @dataclass
@@ -45,29 +46,33 @@ class VmReport:
     verdict: Verdict = field(default_factory=lambda: Verdict("unknown", "probe_failed"))
 
 
-class ButtonHistory:
-    """When each (VM, port) was first seen with ABP set, across probes of a serving exporter."""
+class History:
+    """Since when each finding was seen without a break, across the probes of a serving exporter.
+
+    Keys are (instance_uuid, what): what is a port's BDF for a latched ABP, or "not_ready" for
+    the VM-level not-ready reading. A finding seen for CONFIRM_SECONDS needs no re-read.
+    """
 
     def __init__(self) -> None:
-        self._first_seen: dict[tuple[str, str], float] = {}
+        self._since: dict[tuple[str, str], float] = {}
 
-    def confirmed(self, uuid: str, bdf: str, now: float) -> bool:
-        """ABP was already set at a probe at least BUTTON_CONFIRM_SECONDS ago."""
-        first = self._first_seen.get((uuid, bdf))
-        return first is not None and now - first >= BUTTON_CONFIRM_SECONDS
+    def confirmed(self, uuid: str, what: str, now: float) -> bool:
+        """`what` was already seen at a probe at least CONFIRM_SECONDS ago, and ever since."""
+        first = self._since.get((uuid, what))
+        return first is not None and now - first >= CONFIRM_SECONDS
 
-    def update(self, uuid: str, latched: dict[str, bool], now: float) -> None:
-        """Record this probe's raw ABP readings of one VM."""
-        for bdf, on in latched.items():
+    def update(self, uuid: str, seen: dict[str, bool], now: float) -> None:
+        """Record this probe's raw readings of one VM."""
+        for what, on in seen.items():
             if on:
-                self._first_seen.setdefault((uuid, bdf), now)
+                self._since.setdefault((uuid, what), now)
             else:
-                self._first_seen.pop((uuid, bdf), None)
+                self._since.pop((uuid, what), None)
 
     def forget_except(self, uuids: set[str]) -> None:
         """Drop VMs no longer probed, so the history does not grow with VM churn."""
-        for key in [k for k in self._first_seen if k[0] not in uuids]:
-            del self._first_seen[key]
+        for key in [k for k in self._since if k[0] not in uuids]:
+            del self._since[key]
 
 
 async def _qom_get(mon: Monitor, path: str, prop: str) -> object:
@@ -107,8 +112,29 @@ async def read_port(mon: Monitor, base: int, addr: PortAddress) -> PortRegisters
     return decode(parse_xp(text, where))
 
 
-async def probe_vm(mon: Monitor, report: VmReport, history: ButtonHistory | None) -> None:
-    """Fill `report` from the monitor; raises MonitorError / ConfigReadError on failure."""
+async def read_ports(
+    mon: Monitor, base: int, addrs: list[PortAddress]
+) -> dict[PortAddress, PortRegisters]:
+    """Registers of every root and downstream port among `addrs`."""
+    regs = {}
+    for addr in addrs:
+        r = await read_port(mon, base, addr)
+        if r is not None:
+            regs[addr] = r
+    return regs
+
+
+def _views(regs: dict[PortAddress, PortRegisters], pending: set[str]) -> list[PortView]:
+    return [PortView(a, r, a.bdf in pending) for a, r in regs.items()]
+
+
+async def probe_vm(mon: Monitor, report: VmReport, history: History | None) -> None:
+    """Fill `report` from the monitor; raises MonitorError / ConfigReadError on failure.
+
+    A latched ABP counts only when a second reading CONFIRM_SECONDS later (or the serving
+    exporter's history) still shows it; so does a not-ready verdict. Otherwise the ports are
+    read once more after that interval, and a reading that changed meanwhile is `booting`.
+    """
     status = await mon.execute("query-status")
     running = isinstance(status, dict) and status.get("status") == "running"
     uuid = await mon.execute("query-uuid")
@@ -121,31 +147,32 @@ async def probe_vm(mon: Monitor, report: VmReport, history: ButtonHistory | None
     report.hotplug = await hotplug_model(mon)
     base = await ecam_base(mon)
     ecam_unset = base == ECAM_UNSET
-    latched: dict[str, bool] = {}
+    addrs: list[PortAddress] = []
     regs: dict[PortAddress, PortRegisters] = {}
     if base is not None and not ecam_unset:
-        for addr in bridges(await mon.execute("query-pci")):
-            r = await read_port(mon, base, addr)
-            if r is not None:
-                regs[addr] = r
-                latched[addr.bdf] = r.button_latched
-    now = time.monotonic()
-    confirmed = {
-        bdf
-        for bdf, on in latched.items()
-        if on and history is not None and history.confirmed(report.instance_uuid, bdf, now)
-    }
-    recheck = [a for a, r in regs.items() if r.button_latched and a.bdf not in confirmed]
-    if recheck:
-        await asyncio.sleep(BUTTON_CONFIRM_SECONDS)
-        for addr in recheck:
-            again = await read_port(mon, base or 0, addr)
-            if again is not None and again.button_latched:
-                confirmed.add(addr.bdf)
+        addrs = bridges(await mon.execute("query-pci"))
+        regs = await read_ports(mon, base, addrs)
+    uid, now = report.instance_uuid, time.monotonic()
+    latched = {a.bdf for a, r in regs.items() if r.button_latched}
+    verdict = vm_verdict(running, report.hotplug, ecam_unset, _views(regs, latched))
+    seen = {bdf: True for bdf in latched} | {"not_ready": verdict.verdict == "not_ready"}
+    seen |= {a.bdf: False for a in regs if a.bdf not in latched}
     if history is not None:
-        history.update(report.instance_uuid, latched, now)
-    report.ports = [PortView(a, r, a.bdf in confirmed) for a, r in regs.items()]
+        history.update(uid, seen, now)
+    confirmed = {w for w, on in seen.items() if on and history and history.confirmed(uid, w, now)}
+    if {w for w, on in seen.items() if on} - confirmed and base is not None:
+        await asyncio.sleep(CONFIRM_SECONDS)
+        again = await read_ports(mon, base, addrs)
+        still = {a.bdf for a, r in again.items() if r.button_latched}
+        confirmed = {w for w in confirmed if w == "not_ready" or w in still} | (latched & still)
+        second = vm_verdict(running, report.hotplug, ecam_unset, _views(again, confirmed))
+        if second.verdict == "not_ready" and verdict.verdict == "not_ready":
+            confirmed.add("not_ready")
+        regs = again
+    report.ports = _views(regs, confirmed)
     report.verdict = vm_verdict(running, report.hotplug, ecam_unset, report.ports)
+    if report.verdict.verdict == "not_ready" and "not_ready" not in confirmed:
+        report.verdict = Verdict("unknown", "booting")  # a reading that changed or is too fresh
     report.success = True
 
 
@@ -153,7 +180,7 @@ async def probe_with_deadline(
     target: str,
     opener,
     timeout: float,
-    history: ButtonHistory | None,
+    history: History | None,
     domain: str = "",
     instance_uuid: str = "",
 ) -> VmReport:
