@@ -13,13 +13,13 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from demo.captures import Capture
 from exporter.cli import PlainHandler
 from exporter.collectors import default_sources
 from exporter.exposition import CONTENT_TYPE, render_metrics
 from exporter.kernel_log import KernelLog
 from exporter.paths import Paths
 from exporter.registry import ExporterCollector
-from tests.support.captures import Capture
 
 
 @dataclass(frozen=True)

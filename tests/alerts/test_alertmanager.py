@@ -17,8 +17,8 @@ from tests.alerts.pipeline import (
     DETACH_ALERTNAME,
     RULE_FILES,
     Recorder,
-    alertmanager_config_for_tests,
     detach_alert,
+    loopback_am_config,
     post_alerts,
     rfc3339,
 )
@@ -136,7 +136,7 @@ def test_root_cause_inhibits_only_its_images_detach_alerts(tmp_path: Path) -> No
     try:
         am = servers.alertmanager(
             tmp_path / "am",
-            alertmanager_config_for_tests(recorder.url + "/oncall", recorder.url + "/correlator"),
+            loopback_am_config(recorder.url + "/oncall", recorder.url + "/correlator"),
         )
         with servers.running(am):
             a_alerts = [
