@@ -199,6 +199,8 @@ def test_runbook_links_resolve() -> None:
             assert (page.parent / target).is_file(), f"{page.name} -> {target}"
 
 
+# The guard that confines a rule's fact-based fallback to exporters without the verdict.
+FALLBACK_ONLY = "            unless on (job, instance) pciehp_port_unplug_verdict\n"
 # Each mutation breaks one property the unit tests are meant to pin; promtool must then fail
 # in the named test group. This shows the promtool suite is not vacuous.
 MUTATIONS = [
@@ -210,9 +212,33 @@ MUTATIONS = [
     ),
     (
         "guest.rules.yml",
-        'handler="none"} == 1\n        for: 10m',
-        'handler=~"none|acpiphp"} == 1\n        for: 10m',
+        'handler="none"} == 1\n            )\n' + FALLBACK_ONLY,
+        'handler=~"none|acpiphp"} == 1\n            )\n' + FALLBACK_ONLY,
         "ACPI-hotplug q35 guest fires nothing",
+    ),
+    (
+        "guest.rules.yml",
+        'handler="none"} == 1\n            )\n' + FALLBACK_ONLY,
+        'handler="none"} == 1\n            )\n',
+        "verdict: ready guests fire nothing",
+    ),
+    (
+        "fleet.rules.yml",
+        'unless on (job, instance)\n              pciehp_port_unplug_verdict{verdict="unknown"}',
+        'unless on (job, instance)\n              pciehp_port_unplug_verdict{verdict="no-such"}',
+        "verdict: the share counts known guests, unknown ones apart",
+    ),
+    (
+        "host.rules.yml",
+        'pciehp_host_vm_info{hotplug="acpi"}',
+        'pciehp_host_vm_info{hotplug="no-such-mode"}',
+        "host view of a stuck unplug",
+    ),
+    (
+        "host.rules.yml",
+        'pciehp_host_vm_verdict{verdict="ready"} == 1',
+        'pciehp_host_vm_verdict{verdict=~"ready|unknown"} == 1',
+        "host view per image, booting VMs left out",
     ),
     (
         "guest.rules.yml",
