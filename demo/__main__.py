@@ -135,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"Prometheus {p.prometheus.url}  Alertmanager {p.alertmanager.url}  "
                 f"correlator {p.correlator.url}  fleet http://{p.fleet_server.address}/targets"
             )
-            servers.wait_until(
-                lambda: p.guests_scraped() >= len(p.fleet.guests),
-                timeout=120,
-                interval=0.5,
-                what="every guest scraped",
+            servers.wait_until(p.all_scraped, timeout=120, interval=0.5, what="every guest scraped")
+            say(
+                f"Prometheus scrapes {p.fleet.exporter_guests} guest exporters and the host "
+                f"exporters' view of all {len(p.fleet.guests)} VMs"
             )
-            say(f"Prometheus scrapes all {len(p.fleet.guests)} guests")
             player = Player(
                 p.fleet,
                 p.alertmanager.url,

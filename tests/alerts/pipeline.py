@@ -152,6 +152,105 @@ class Recorder:
 
 
 @dataclass
+class StaticExposition:
+    """A loopback HTTP server answering every GET with one fixed Prometheus exposition."""
+
+    text: str
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def instance(self) -> str:
+        """The scrape target address."""
+        assert self._server
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> StaticExposition:
+        """Listen on a free loopback port in a background thread."""
+        body = self.text.encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                """Keep test output quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def host_exposition(scenarios: Sequence[str]) -> str:
+    """What pciehp-host-exporter reports for the captures' VMs (DESIGN.md section host/),
+    built from each capture's QEMU command line and known outcome: its root ports (id and
+    address), the hotplug model QEMU offered, whether the guest armed the slots (pciehp bound:
+    q35_normal only), and for the pcie_aspm=off VM the disk port's button latched by the hung
+    device_del."""
+    families: dict[str, list[str]] = {m: [] for m in ("vm_info", "vm_verdict", *HOST_PORT_METRICS)}
+    for scenario in sorted(set(scenarios)):
+        meta = json.loads((captures.GUESTS / scenario / "meta.json").read_text())
+        uuid, hotplug = meta["uuid"], meta["hotplug_mode"]
+        machine = "pc-i440fx-7.2" if meta["machine"] == "pc" else "pc-q35-7.2"
+        armed = scenario == "q35_normal"
+        if hotplug == "acpi":
+            verdict, reason = "ready", "acpi_hotplug"
+        elif armed:
+            verdict, reason = "ready", "pciehp_irq"
+        else:
+            verdict, reason = "not_ready", "button_pending_unarmed"
+        vm = f'instance_uuid="{uuid}"'
+        families["vm_info"].append(
+            f'{{{vm},domain="{scenario}",machine="{machine}",hotplug="{hotplug}"}} 1'
+        )
+        families["vm_verdict"].append(f'{{{vm},verdict="{verdict}",reason="{reason}"}} 1')
+        for spec in (a for a in meta["qemu_args"] if a.startswith("pcie-root-port,")):
+            opts = dict(kv.split("=", 1) for kv in spec.split(",")[1:] if "=" in kv)
+            dev_text, _, fn_text = opts["addr"].partition(".")
+            dev, fn = int(dev_text, 16), int(fn_text or "0", 16)
+            labels = (
+                f'{vm},segment="0000",bus="00",device="{dev:02x}",function="{fn:x}",'
+                f'port_id="{opts["id"]}"'
+            )
+            disk = f"0000:00:{dev:02x}.{fn:x}" == meta["disk_port_bdf"]
+            values = {
+                "port_hotplug_capable": 1,
+                "port_driver_armed": int(armed),
+                "port_interrupt_enabled": int(armed),
+                "slot_adapter_present": int(disk),
+                "slot_button_pending": int(hotplug == "native" and not armed and disk),
+                "port_unplug_ready": int(verdict == "ready"),
+            }
+            for m, v in values.items():
+                families[m].append(f"{{{labels}}} {v}")
+    lines = []
+    for m, samples in families.items():
+        lines.append(f"# TYPE pciehp_host_{m} gauge")
+        lines += [f"pciehp_host_{m}{s}" for s in samples]
+    return "\n".join(lines) + "\n"
+
+
+HOST_PORT_METRICS = (
+    "port_hotplug_capable",
+    "port_driver_armed",
+    "port_interrupt_enabled",
+    "slot_adapter_present",
+    "slot_button_pending",
+    "port_unplug_ready",
+)
+HOST_JOB = "pciehp-host"
+
+
+@dataclass
 class Plane:
     """The running monitoring plane."""
 
@@ -269,8 +368,11 @@ def correlator_process(
     return RepoProcess("correlator", argv, port, workdir)
 
 
-def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list[dict]:
-    """Prometheus scrape configs: one static target per guest with its image_id label."""
+def scrape_configs(
+    guests: Sequence[Guest], correlator_port: int | None, host: StaticExposition | None = None
+) -> list[dict]:
+    """Prometheus scrape configs: one static target per guest with its image_id label (and
+    the host exporter's target, when given)."""
     configs: list[dict] = [
         {
             "job_name": EXPORTER_JOB,
@@ -279,6 +381,8 @@ def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list
             ],
         }
     ]
+    if host:
+        configs.append({"job_name": HOST_JOB, "static_configs": [{"targets": [host.instance]}]})
     if correlator_port:
         configs.append(
             {
@@ -291,10 +395,14 @@ def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list
 
 @contextlib.contextmanager
 def running(
-    workdir: Path, guests: Sequence[tuple[str, str, str]] = GUESTS, full: bool = True
+    workdir: Path,
+    guests: Sequence[tuple[str, str, str]] = GUESTS,
+    full: bool = True,
+    host_view: bool = False,
 ) -> Iterator[Plane]:
     """Start exporters and Prometheus (with alerts/*.rules.yml); with `full`, also the on-call
-    recorder, Alertmanager (our configuration) and pciehp-correlator, scraped by Prometheus.
+    recorder, Alertmanager (our configuration) and pciehp-correlator, scraped by Prometheus;
+    with `host_view`, a static host-exporter exposition for the guests' VMs.
 
     Yields once every target has been scraped a few times and every rule group has been
     evaluated on that data.
@@ -307,10 +415,13 @@ def running(
         for i, g in enumerate(members)
     ]
     recorder = Recorder().start() if full else None
+    host = None
+    if host_view:
+        host = StaticExposition(host_exposition([s for s, _, _ in guests])).start()
     correlator_port = servers.free_port() if full else None
     prom = servers.prometheus(
         workdir / "prometheus",
-        scrape_configs=scrape_configs(members, correlator_port),
+        scrape_configs=scrape_configs(members, correlator_port, host),
         rule_files=RULE_FILES,
     )
     am = correlator = None
@@ -333,7 +444,7 @@ def running(
             if correlator:
                 correlator.start()
             plane = Plane(prom, members, am, correlator, recorder)
-            wait_for_data(plane, len(members) + (1 if correlator else 0))
+            wait_for_data(plane, len(members) + (1 if correlator else 0) + (1 if host else 0))
             yield plane
     finally:
         if correlator:
@@ -342,6 +453,8 @@ def running(
             e.stop()
         if recorder:
             recorder.stop()
+        if host:
+            host.stop()
 
 
 def wait_for_data(plane: Plane, targets: int, samples: int = 4, timeout: float = 60.0) -> None:
