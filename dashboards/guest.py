@@ -1,11 +1,13 @@
 """The guest dashboard: one instance's PCIe ports and slots, who serves them, the pciehp event
-timeline, the `_OSC` outcome and the kernel parameters that decided it."""
+timeline, the `_OSC` outcome and the kernel parameters that decided it, and the same VM's ports
+as its compute host reads them (pciehp-host-exporter)."""
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import VariableHide
 
 from dashboards.panels import (
     GREEN,
@@ -32,6 +34,9 @@ from dashboards.panels import (
 
 UID = "pciehp-guest"
 SEL = f"{JOB}, {INSTANCE}"
+# The host exporter's series belong to the compute host's target; the VM is its instance_uuid.
+VM = 'instance_uuid=~"$instance_uuid"'
+HOST_PORT_LABELS = "instance_uuid, segment, bus, device, function, port_id"
 PORT_COLUMNS = ["segment", "bus", "device", "function"]
 HIDDEN = ["Time", "__name__", "job", "instance", "image_id"]
 
@@ -91,6 +96,15 @@ def build() -> db.Dashboard:
                 multi=False,
                 include_all=False,
             )
+        )
+        .with_variable(
+            label_variable(
+                "instance_uuid",
+                "Instance UUID",
+                f"label_values(pciehp_guest_info{{{SEL}}}, instance_uuid)",
+                multi=False,
+                include_all=False,
+            ).hide(VariableHide.HIDE_VARIABLE)
         )
     )
 
@@ -280,6 +294,8 @@ def build() -> db.Dashboard:
         .span(12)
     )
 
+    d = _host_view(d)
+
     d = d.with_row(db.Row("Boot configuration"))
     d = d.with_panel(
         _table(
@@ -325,6 +341,77 @@ def build() -> db.Dashboard:
         .with_transformation(
             organize(
                 [*HIDDEN, "Value"], {"param": "Parameter", "value": "Value"}, ["param", "value"]
+            )
+        )
+    )
+    return d
+
+
+def _host_view(d: db.Dashboard) -> db.Dashboard:
+    """The row showing the VM's ports as its compute host reads them from QEMU's monitor."""
+    d = d.with_row(db.Row("Host view (pciehp-host-exporter)"))
+    d = d.with_panel(
+        _table(
+            "Host verdict",
+            "What the compute host offers this VM (native or ACPI hotplug) and whether a "
+            "device_del will be answered, read from QEMU without the guest's help.",
+            5,
+            18,
+        )
+        .with_target(table_query(f"pciehp_host_vm_info{{{VM}}}", "A"))
+        .with_target(table_query(f"pciehp_host_vm_verdict{{{VM}}} == 1", "B"))
+        .with_transformation(MERGE)
+        .with_transformation(
+            organize(
+                [*HIDDEN, "instance_uuid", "Value #A", "Value #B"],
+                {
+                    "domain": "Domain",
+                    "machine": "Machine",
+                    "hotplug": "Hotplug offered",
+                    "verdict": "Verdict",
+                    "reason": "Reason",
+                },
+                ["domain", "machine", "hotplug", "verdict", "reason"],
+            )
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Host: stuck unplugs",
+            "Ports whose attention button the host sees latched on a slot the guest never "
+            "armed (not ACPI hotplug).",
+            f"count(pciehp_host_slot_button_pending{{{VM}}} == 1 and on ({HOST_PORT_LABELS})"
+            f" pciehp_host_port_driver_armed{{{VM}}} == 0 unless on (instance_uuid)"
+            f' pciehp_host_vm_info{{{VM}, hotplug="acpi"}}) or vector(0)',
+        ).span(6)
+    )
+    d = d.with_panel(
+        _table(
+            "Host view of ports",
+            "Each PCIe root or downstream port's slot registers as QEMU holds them: armed "
+            "means the guest's driver wrote Slot Control to listen.",
+            10,
+            24,
+        )
+        .with_target(table_query(f"pciehp_host_port_hotplug_capable{{{VM}}}", "A"))
+        .with_target(table_query(f"pciehp_host_port_driver_armed{{{VM}}}", "B"))
+        .with_target(table_query(f"pciehp_host_port_interrupt_enabled{{{VM}}}", "C"))
+        .with_target(table_query(f"pciehp_host_slot_button_pending{{{VM}}}", "D"))
+        .with_target(table_query(f"pciehp_host_port_unplug_ready{{{VM}}}", "E"))
+        .mappings(flag_mappings("no", "yes"))
+        .with_transformation(MERGE)
+        .with_transformation(
+            organize(
+                [*HIDDEN, "instance_uuid", "segment"],
+                {
+                    "port_id": "Port id",
+                    "Value #A": "Hotplug capable",
+                    "Value #B": "Armed by guest",
+                    "Value #C": "Interrupt enabled",
+                    "Value #D": "Button pending",
+                    "Value #E": "Unplug ready",
+                },
+                ["port_id", "bus", "device", "function", *(f"Value #{r}" for r in "ABCDE")],
             )
         )
     )

@@ -8,30 +8,33 @@ image is the `image_id` target label, set in static_configs as service discovery
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import re
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import yaml
 
+from demo.plane import ALERTMANAGER_CONFIG as ALERTMANAGER_CONFIG
+from demo.plane import ALERTS as ALERTS
+from demo.plane import RULE_FILES as RULE_FILES
+from demo.plane import Recorder as Recorder
+from demo.plane import RepoProcess as RepoProcess
+from demo.plane import correlator_process as correlator_process
+from demo.plane import loopback_am_config as loopback_am_config
+from demo.plane import post_alerts as post_alerts
+from demo.plane import rfc3339 as rfc3339
 from tests.support import captures, servers
 from tests.support.captures import Capture
 
 ROOT = Path(__file__).resolve().parents[2]
-ALERTS = ROOT / "alerts"
-RULE_FILES = tuple(sorted(ALERTS.glob("*.rules.yml")))
-ALERTMANAGER_CONFIG = ALERTS / "alertmanager.yml"
 EXPORTER_JOB = "pciehp-exporter"
 CORRELATOR_JOB = "pciehp-correlator"
 DETACH_ALERTNAME = re.compile(r".*Detach.*(Timeout|Failed).*")
@@ -71,61 +74,29 @@ class Guest:
 
 
 @dataclass
-class RepoProcess(servers.Server):
-    """A server run from this repository (cwd = repo root); ready once `ready_path` answers 200."""
+class StaticExposition:
+    """A loopback HTTP server answering every GET with one fixed Prometheus exposition."""
 
-    ready_path: str = "/-/ready"
-
-    def launch(self) -> None:
-        """Start the process without waiting for it."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
-        log.close()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Poll `ready_path` until it answers 200; fail fast if the process died."""
-
-        def ready() -> bool:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-            return servers.http_get(self.url + self.ready_path, timeout=1.0)[0] == 200
-
-        servers.wait_until(ready, timeout=timeout, what=f"{self.name} ready")
-
-    def start(self, timeout: float = 60.0) -> RepoProcess:
-        """Start and wait until ready."""
-        self.launch()
-        self.wait_ready(timeout)
-        return self
-
-
-@dataclass
-class Recorder:
-    """A webhook receiver on loopback that records every POST (path, JSON body)."""
-
-    posts: list[tuple[str, dict]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    text: str
     _server: ThreadingHTTPServer | None = None
 
     @property
-    def url(self) -> str:
-        """Base URL of the receiver; webhooks go to <url>/<any path>."""
+    def instance(self) -> str:
+        """The scrape target address."""
         assert self._server
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> Recorder:
+    def start(self) -> StaticExposition:
         """Listen on a free loopback port in a background thread."""
-        recorder = self
+        body = self.text.encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with recorder._lock:
-                    recorder.posts.append((self.path, json.loads(body)))
+            def do_GET(self) -> None:
                 self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 """Keep test output quiet."""
@@ -140,15 +111,65 @@ class Recorder:
             self._server.shutdown()
             self._server.server_close()
 
-    def notifications(self, path: str) -> list[dict]:
-        """Every webhook body delivered to `path` so far, in order."""
-        with self._lock:
-            return [body for p, body in self.posts if p == path]
 
-    def alerts(self, path: str) -> list[dict]:
-        """Every alert delivered to `path` so far, in order (firing and resolved)."""
-        with self._lock:
-            return [a for p, body in self.posts if p == path for a in body["alerts"]]
+def host_exposition(scenarios: Sequence[str]) -> str:
+    """What pciehp-host-exporter reports for the captures' VMs (DESIGN.md section host/),
+    built from each capture's QEMU command line and known outcome: its root ports (id and
+    address), the hotplug model QEMU offered, whether the guest armed the slots (pciehp bound:
+    q35_normal only), and for the pcie_aspm=off VM the disk port's button latched by the hung
+    device_del."""
+    families: dict[str, list[str]] = {m: [] for m in ("vm_info", "vm_verdict", *HOST_PORT_METRICS)}
+    for scenario in sorted(set(scenarios)):
+        meta = json.loads((captures.GUESTS / scenario / "meta.json").read_text())
+        uuid, hotplug = meta["uuid"], meta["hotplug_mode"]
+        machine = "pc-i440fx-7.2" if meta["machine"] == "pc" else "pc-q35-7.2"
+        armed = scenario == "q35_normal"
+        if hotplug == "acpi":
+            verdict, reason = "ready", "acpi_hotplug"
+        elif armed:
+            verdict, reason = "ready", "pciehp_irq"
+        else:
+            verdict, reason = "not_ready", "button_pending_unarmed"
+        vm = f'instance_uuid="{uuid}"'
+        families["vm_info"].append(
+            f'{{{vm},domain="{scenario}",machine="{machine}",hotplug="{hotplug}"}} 1'
+        )
+        families["vm_verdict"].append(f'{{{vm},verdict="{verdict}",reason="{reason}"}} 1')
+        for spec in (a for a in meta["qemu_args"] if a.startswith("pcie-root-port,")):
+            opts = dict(kv.split("=", 1) for kv in spec.split(",")[1:] if "=" in kv)
+            dev_text, _, fn_text = opts["addr"].partition(".")
+            dev, fn = int(dev_text, 16), int(fn_text or "0", 16)
+            labels = (
+                f'{vm},segment="0000",bus="00",device="{dev:02x}",function="{fn:x}",'
+                f'port_id="{opts["id"]}"'
+            )
+            disk = f"0000:00:{dev:02x}.{fn:x}" == meta["disk_port_bdf"]
+            values = {
+                "port_hotplug_capable": 1,
+                "port_driver_armed": int(armed),
+                "port_interrupt_enabled": int(armed),
+                "slot_adapter_present": int(disk),
+                "slot_button_pending": int(hotplug == "native" and not armed and disk),
+                "port_unplug_ready": int(verdict == "ready"),
+            }
+            for m, v in values.items():
+                families[m].append(f"{{{labels}}} {v}")
+    lines = []
+    for m, samples in families.items():
+        lines.append(f"# TYPE pciehp_host_{m} gauge")
+        lines += [f"pciehp_host_{m}{s}" for s in samples]
+    return "\n".join(lines) + "\n"
+
+
+HOST_PORT_METRICS = (
+    "port_hotplug_capable",
+    "port_driver_armed",
+    "port_interrupt_enabled",
+    "slot_adapter_present",
+    "slot_button_pending",
+    "port_unplug_ready",
+)
+HOST_JOB = "pciehp-host"
 
 
 @dataclass
@@ -191,11 +212,6 @@ def _result(base: str, endpoint: str, params: dict[str, str]) -> list[dict]:
     return answer["data"]["result"]
 
 
-def post_alerts(alertmanager_url: str, alerts: Sequence[dict]) -> None:
-    """POST alerts to Alertmanager's v2 API, as Prometheus or the correlator would."""
-    servers.http_json(alertmanager_url + "/api/v2/alerts", list(alerts))
-
-
 def detach_alert(alertname: str, image_id: str, instance_uuid: str, device: str) -> dict:
     """A host-side detach alert with the labels the correlator expects (kernel-facts §7.3)."""
     return {
@@ -213,35 +229,6 @@ def detach_alert(alertname: str, image_id: str, instance_uuid: str, device: str)
     }
 
 
-def rfc3339(offset_seconds: float = 0.0) -> str:
-    """Now plus an offset, as Alertmanager's API wants it."""
-    return (datetime.now(UTC) + timedelta(seconds=offset_seconds)).isoformat()
-
-
-def alertmanager_config_for_tests(oncall_url: str, correlator_url: str) -> dict[str, Any]:
-    """The committed alertmanager.yml with receiver URLs pointed at the test and timers shrunk.
-
-    Routes, matchers and inhibit rules are kept as committed; only durations shrink (keeping
-    their order: the on-call detach route still waits longer than the correlator's route).
-    """
-    cfg = copy.deepcopy(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()))
-    urls = {"oncall": oncall_url, "pciehp-correlator": correlator_url}
-    for receiver in cfg["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = urls[receiver["name"]]
-    timers = {
-        # receiver, is a detach route -> (group_wait, group_interval)
-        ("pciehp-correlator", True): ("0s", "1s"),
-        ("oncall", True): ("6s", "1s"),
-    }
-    cfg["route"].update(group_wait="1s", group_interval="1s")
-    for route in cfg["route"]["routes"]:
-        detach = any("Detach" in m for m in route.get("matchers", []))
-        wait, interval = timers.get((route["receiver"], detach), ("0s", "1s"))
-        route.update(group_wait=wait, group_interval=interval)
-    return cfg
-
-
 def exporter_argv(capture: Capture, port: int) -> list[str]:
     """Command line of an exporter serving one capture on 127.0.0.1:port."""
     return [
@@ -254,23 +241,11 @@ def exporter_argv(capture: Capture, port: int) -> list[str]:
     ]
 
 
-def correlator_process(
-    workdir: Path, config: Path, port: int, prometheus_url: str, alertmanager_url: str
-) -> RepoProcess:
-    """pciehp-correlator from this repository, its SQLite store in workdir (not started)."""
-    argv = [
-        sys.executable, "-m", "correlator.app",
-        "--config", str(config),
-        "--web.listen-address", f"127.0.0.1:{port}",
-        "--prometheus.url", prometheus_url,
-        "--alertmanager.url", alertmanager_url,
-        "--storage.path", str(workdir / "incidents.sqlite"),
-    ]  # fmt: skip
-    return RepoProcess("correlator", argv, port, workdir)
-
-
-def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list[dict]:
-    """Prometheus scrape configs: one static target per guest with its image_id label."""
+def scrape_configs(
+    guests: Sequence[Guest], correlator_port: int | None, host: StaticExposition | None = None
+) -> list[dict]:
+    """Prometheus scrape configs: one static target per guest with its image_id label (and
+    the host exporter's target, when given)."""
     configs: list[dict] = [
         {
             "job_name": EXPORTER_JOB,
@@ -279,6 +254,8 @@ def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list
             ],
         }
     ]
+    if host:
+        configs.append({"job_name": HOST_JOB, "static_configs": [{"targets": [host.instance]}]})
     if correlator_port:
         configs.append(
             {
@@ -291,10 +268,14 @@ def scrape_configs(guests: Sequence[Guest], correlator_port: int | None) -> list
 
 @contextlib.contextmanager
 def running(
-    workdir: Path, guests: Sequence[tuple[str, str, str]] = GUESTS, full: bool = True
+    workdir: Path,
+    guests: Sequence[tuple[str, str, str]] = GUESTS,
+    full: bool = True,
+    host_view: bool = False,
 ) -> Iterator[Plane]:
     """Start exporters and Prometheus (with alerts/*.rules.yml); with `full`, also the on-call
-    recorder, Alertmanager (our configuration) and pciehp-correlator, scraped by Prometheus.
+    recorder, Alertmanager (our configuration) and pciehp-correlator, scraped by Prometheus;
+    with `host_view`, a static host-exporter exposition for the guests' VMs.
 
     Yields once every target has been scraped a few times and every rule group has been
     evaluated on that data.
@@ -307,17 +288,20 @@ def running(
         for i, g in enumerate(members)
     ]
     recorder = Recorder().start() if full else None
+    host = None
+    if host_view:
+        host = StaticExposition(host_exposition([s for s, _, _ in guests])).start()
     correlator_port = servers.free_port() if full else None
     prom = servers.prometheus(
         workdir / "prometheus",
-        scrape_configs=scrape_configs(members, correlator_port),
+        scrape_configs=scrape_configs(members, correlator_port, host),
         rule_files=RULE_FILES,
     )
     am = correlator = None
     if recorder and correlator_port:
         am = servers.alertmanager(
             workdir / "alertmanager",
-            alertmanager_config_for_tests(
+            loopback_am_config(
                 recorder.url + "/oncall", f"http://127.0.0.1:{correlator_port}/api/v1/webhook"
             ),
         )
@@ -333,7 +317,7 @@ def running(
             if correlator:
                 correlator.start()
             plane = Plane(prom, members, am, correlator, recorder)
-            wait_for_data(plane, len(members) + (1 if correlator else 0))
+            wait_for_data(plane, len(members) + (1 if correlator else 0) + (1 if host else 0))
             yield plane
     finally:
         if correlator:
@@ -342,6 +326,8 @@ def running(
             e.stop()
         if recorder:
             recorder.stop()
+        if host:
+            host.stop()
 
 
 def wait_for_data(plane: Plane, targets: int, samples: int = 4, timeout: float = 60.0) -> None:

@@ -26,6 +26,9 @@ ROOT_CAUSES = (
     "guest_unresponsive",
     "host_side",
     "no_guest_data",
+    "guest_facts_unknown",
+    "guest_no_hotplug_driver",
+    "unplug_before_guest_ready",
 )
 # Alerts about a guest's ability to answer an unplug: ACPI-hotplug and poll-mode guests are
 # served and must stay quiet.
@@ -109,6 +112,18 @@ def test_acpi_hotplug_and_poll_mode_guests_are_tested_quiet(handler: str) -> Non
     assert set(GUEST_CAUSE_ALERTS) <= covered
 
 
+@pytest.mark.parametrize("job", ["pciehp-exporter", "node"])
+def test_guest_cause_alerts_are_tested_firing_on_both_scrape_routes(job: str) -> None:
+    """The exporter's own job and node_exporter's (textfile route) each have firing cases."""
+    fired = {
+        case["alertname"]
+        for _, group in unit_tests()
+        for case in group.get("alert_rule_test", [])
+        if any(a["exp_labels"].get("job") == job for a in case.get("exp_alerts") or [])
+    }
+    assert set(GUEST_CAUSE_ALERTS) | {"PCIeHotplugExporterDown"} <= fired
+
+
 @pytest.mark.parametrize("rule", alerting_rules(), ids=lambda r: r["alert"])
 def test_alert_metadata(rule: dict) -> None:
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
@@ -187,6 +202,8 @@ def test_runbook_links_resolve() -> None:
             assert (page.parent / target).is_file(), f"{page.name} -> {target}"
 
 
+# The guard that confines a rule's fact-based fallback to exporters without the verdict.
+FALLBACK_ONLY = "            unless on (job, instance) pciehp_port_unplug_verdict\n"
 # Each mutation breaks one property the unit tests are meant to pin; promtool must then fail
 # in the named test group. This shows the promtool suite is not vacuous.
 MUTATIONS = [
@@ -198,9 +215,33 @@ MUTATIONS = [
     ),
     (
         "guest.rules.yml",
-        'handler="none"} == 1\n        for: 10m',
-        'handler=~"none|acpiphp"} == 1\n        for: 10m',
+        'handler="none"} == 1\n            )\n' + FALLBACK_ONLY,
+        'handler=~"none|acpiphp"} == 1\n            )\n' + FALLBACK_ONLY,
         "ACPI-hotplug q35 guest fires nothing",
+    ),
+    (
+        "guest.rules.yml",
+        'handler="none"} == 1\n            )\n' + FALLBACK_ONLY,
+        'handler="none"} == 1\n            )\n',
+        "verdict: ready guests fire nothing",
+    ),
+    (
+        "fleet.rules.yml",
+        'unless on (job, instance)\n              pciehp_port_unplug_verdict{verdict="unknown"}',
+        'unless on (job, instance)\n              pciehp_port_unplug_verdict{verdict="no-such"}',
+        "verdict: the share counts known guests, unknown ones apart",
+    ),
+    (
+        "host.rules.yml",
+        'pciehp_host_vm_info{hotplug="acpi"}',
+        'pciehp_host_vm_info{hotplug="no-such-mode"}',
+        "host view of a stuck unplug",
+    ),
+    (
+        "host.rules.yml",
+        'pciehp_host_vm_verdict{verdict="ready"} == 1',
+        'pciehp_host_vm_verdict{verdict=~"ready|unknown"} == 1',
+        "host view per image, booting VMs left out",
     ),
     (
         "guest.rules.yml",

@@ -78,9 +78,14 @@ def test_no_hard_coded_job_instance_or_image(dashboard: dict) -> None:
 
 
 def test_exporter_metrics_are_selected_by_job(dashboard: dict) -> None:
+    """Guest exporter series by $job (and $instance per guest); the host exporter's, whose
+    job and instance are the compute host's, by the VM's $instance_uuid."""
     per_instance = dashboard["uid"] == "pciehp-guest"
     for panel, target in prometheus_targets(dashboard):
         for metric, selector in EXPORTER_SELECTOR.findall(target["expr"]):
+            if metric.startswith("pciehp_host_"):
+                assert 'instance_uuid=~"$instance_uuid"' in selector, f"{panel['title']}: {metric}"
+                continue
             assert 'job=~"$job"' in selector, f"{panel['title']}: {metric} without $job"
             if per_instance:
                 assert 'instance=~"$instance"' in selector, f"{panel['title']}: {metric}"

@@ -1,6 +1,7 @@
 """Every panel query and variable of the committed dashboards, run against the real pipeline:
-Prometheus scraping the exporters over the bundled captures (image_id set as a target label)
-and pciehp-correlator, Alertmanager holding real detach alerts and root-cause incidents."""
+Prometheus scraping the exporters over the bundled captures (image_id set as a target label),
+the host exporter's view of the same VMs (a static exposition) and pciehp-correlator,
+Alertmanager holding real detach alerts and root-cause incidents."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ LABEL_VALUES = re.compile(r"label_values\((.*),\s*(\w+)\)")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     """The pipeline with open incidents: a detach flood from the pcie_aspm=off image and one
     detach failure from a healthy guest, diagnosed by the correlator."""
-    with running(Path(tmp_path_factory.mktemp("dashboards"))) as p:
+    with running(Path(tmp_path_factory.mktemp("dashboards")), host_view=True) as p:
         assert p.alertmanager
         aspm = p.guest("q35_aspm_off", "after_unplug")
         healthy = p.guest("q35_normal", "boot")
@@ -50,7 +51,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
 def substitute(expr: str, values: dict[str, str]) -> str:
     """Replace Grafana variables the way Grafana would for these selections."""
     expr = expr.replace("$__rate_interval", RATE_INTERVAL)
-    for name, value in values.items():
+    for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):  # $instance_uuid first
         expr = expr.replace(f"${name}", value)
     assert "$" not in expr, expr
     return expr
@@ -72,7 +73,7 @@ def selections(plane: Plane, dashboard: str) -> Iterator[dict[str, str]]:
         return
     first = plane.guest("q35_aspm_off", "after_unplug")
     for guest in [first, *(g for g in plane.guests if g is not first)]:
-        yield {**values, "instance": guest.instance}
+        yield {**values, "instance": guest.instance, "instance_uuid": guest.instance_uuid}
 
 
 CASES = [
@@ -113,13 +114,14 @@ def test_variables_list_the_fleet(plane: Plane, dashboard: str) -> None:
         "job": {"pciehp-exporter"},
         "image_id": {g.image_id for g in plane.guests},
         "instance": {g.instance for g in plane.guests},
+        "instance_uuid": {g.instance_uuid for g in plane.guests},
     }
     for v in load(dashboard)["templating"]["list"]:
         if v["type"] != "query":
             continue
         match = LABEL_VALUES.fullmatch(v["query"])
         assert match, v["query"]
-        selector = substitute(match.group(1), {"job": ".*", "image_id": ".*"})
+        selector = substitute(match.group(1), {"job": ".*", "image_id": ".*", "instance": ".*"})
         url = f"{plane.prometheus.url}/api/v1/label/{match.group(2)}/values?" + urlencode(
             {"match[]": selector}
         )
@@ -171,6 +173,47 @@ def test_guest_verdict_stats(
     values = {"job": ".*", "image_id": ".*", "instance": plane.guest(scenario, phase).instance}
     titles = ("Can hot-unplug", "Ports nobody serves", "Stuck unplugs", "Rescan workarounds")
     assert tuple(stat_value(plane, "guest", t, values) for t in titles) == expected
+
+
+def test_instance_uuid_follows_the_chosen_guest(plane: Plane) -> None:
+    """The hidden variable the host view selects by is the chosen guest's own UUID."""
+    (variable,) = [v for v in load("guest")["templating"]["list"] if v["name"] == "instance_uuid"]
+    selector = LABEL_VALUES.fullmatch(variable["query"]).group(1)  # type: ignore[union-attr]
+    for guest in plane.guests:
+        expr = substitute(selector, {"job": ".*", "image_id": ".*", "instance": guest.instance})
+        (row,) = plane.query(expr)
+        assert row["metric"]["instance_uuid"] == guest.instance_uuid
+
+
+@pytest.mark.parametrize(
+    "scenario, verdict, stuck, armed",
+    [
+        ("q35_aspm_off", ("native", "not_ready", "button_pending_unarmed"), 1, 0),
+        ("q35_normal", ("native", "ready", "pciehp_irq"), 0, 12),
+        ("q35_acpihp_normal", ("acpi", "ready", "acpi_hotplug"), 0, 0),
+    ],
+)
+def test_host_view_of_the_guest(
+    plane: Plane, scenario: str, verdict: tuple[str, str, str], stuck: int, armed: int
+) -> None:
+    guest = next(g for g in plane.guests if g.capture.scenario == scenario)
+    values = {
+        "job": ".*",
+        "image_id": ".*",
+        "instance": guest.instance,
+        "instance_uuid": guest.instance_uuid,
+    }
+    (table,) = [p for p in panels(load("guest")) if p["title"] == "Host verdict"]
+    info, decided = (run(plane, t, values) for t in table["targets"])
+    assert [
+        (i["metric"]["hotplug"], d["metric"]["verdict"], d["metric"]["reason"])
+        for i, d in zip(info, decided, strict=True)
+    ] == [verdict]
+    assert stat_value(plane, "guest", "Host: stuck unplugs", values) == stuck
+    (ports,) = [p for p in panels(load("guest")) if p["title"] == "Host view of ports"]
+    rows = run(plane, next(t for t in ports["targets"] if t["refId"] == "B"), values)
+    assert len(rows) == 12
+    assert sum(int(r["value"][1]) for r in rows) == armed
 
 
 def test_fleet_stats(plane: Plane) -> None:

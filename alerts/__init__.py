@@ -1,0 +1,1 @@
+"""Prometheus rules (generated from alerts/src/), Alertmanager routing and runbooks."""
