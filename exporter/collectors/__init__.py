@@ -9,6 +9,7 @@ from exporter.collectors.kernel_log import KernelLogCollector
 from exporter.collectors.ports import PortsCollector
 from exporter.collectors.rescan import RescanCollector
 from exporter.collectors.slots import SlotsCollector
+from exporter.collectors.verdict import VerdictCollector
 from exporter.kernel_log import KernelLog
 from exporter.registry import Source
 
@@ -23,4 +24,5 @@ def default_sources(log: KernelLog, product_uuid: str | None = None) -> list[Sou
         CmdlineCollector(),
         IdentityCollector(product_uuid),
         RescanCollector(),
+        VerdictCollector(),
     ]

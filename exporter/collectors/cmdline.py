@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import Metric
 
 from exporter.collectors._metrics import gauge
+from exporter.paths import Paths
 from exporter.registry import Scrape, Source
 
 PARAMS = ("pcie_aspm", "pcie_ports", "pci", "acpi", "pcie_pme", "pcie_hp")
@@ -52,23 +53,27 @@ def relevant_params(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def read_params(paths: Paths) -> list[tuple[str, str]]:
+    """The relevant (param, value) pairs of /proc/cmdline; OSError or ValueError if unreadable."""
+    path = paths.proc("cmdline")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_BYTES} bytes")
+    return relevant_params(raw.replace(b"\0", b" ").decode("utf-8", errors="replace"))
+
+
 class CmdlineCollector(Source):
     """pciehp_kernel_param{param,value} from /proc/cmdline."""
 
     name = "cmdline"
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
-        path = scrape.paths.proc("cmdline")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:
-            raise ValueError(f"{path} is larger than {MAX_BYTES} bytes")
-        text = raw.replace(b"\0", b" ").decode("utf-8", errors="replace")
         metric = gauge(
             "kernel_param",
             "A kernel command-line parameter that affects PCIe port services (value = 1).",
             ["param", "value"],
         )
-        for name, value in relevant_params(text):
+        for name, value in read_params(scrape.paths):
             metric.add_metric([name, value], 1.0)
         yield metric

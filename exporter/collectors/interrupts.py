@@ -11,6 +11,32 @@ from exporter.collectors._metrics import port_counter, port_gauge
 from exporter.registry import Scrape, Source
 
 
+def port_rows(scrape: Scrape) -> dict[str, list[interrupts.IrqRow]]:
+    """Each port's /proc/interrupts rows (pciehp's, plus its own IRQs), read once per call."""
+    topo = scrape.topology
+    path = scrape.paths.proc("interrupts")
+    with open(path, "rb") as f:
+        raw = f.read(interrupts.MAX_BYTES + 1)
+    if len(raw) > interrupts.MAX_BYTES:
+        raise ValueError(f"{path} is larger than {interrupts.MAX_BYTES} bytes")
+    if b"\0" in raw:
+        raise ValueError(f"{path} contains NUL bytes: not a text file")
+    wanted = {irq for port in topo.ports.values() for irq in port.irqs}
+    rows = interrupts.parse(raw, wanted)
+    by_port: dict[str, set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
+    for row in rows.values():
+        if "pciehp" in row.actions and not any(row.irq in s for s in by_port.values()):
+            bdf = row.bdf()
+            if bdf in by_port:
+                by_port[bdf].add(row.irq)
+    return {a: [rows[i] for i in sorted(irqs) if i in rows] for a, irqs in by_port.items()}
+
+
+def irq_registered(rows: list[interrupts.IrqRow]) -> bool:
+    """Some IRQ of the port lists pciehp: the native hotplug interrupt is wired."""
+    return any("pciehp" in r.actions for r in rows)
+
+
 class InterruptsCollector(Source):
     """pciehp_port_irq_registered and pciehp_port_interrupts_total.
 
@@ -22,21 +48,7 @@ class InterruptsCollector(Source):
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         topo = scrape.topology
-        path = scrape.paths.proc("interrupts")
-        with open(path, "rb") as f:
-            raw = f.read(interrupts.MAX_BYTES + 1)
-        if len(raw) > interrupts.MAX_BYTES:
-            raise ValueError(f"{path} is larger than {interrupts.MAX_BYTES} bytes")
-        if b"\0" in raw:
-            raise ValueError(f"{path} contains NUL bytes: not a text file")
-        wanted = {irq for port in topo.ports.values() for irq in port.irqs}
-        rows = interrupts.parse(raw, wanted)
-        by_port: dict[str, set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
-        for row in rows.values():
-            if "pciehp" in row.actions and not any(row.irq in s for s in by_port.values()):
-                bdf = row.bdf()
-                if bdf in by_port:
-                    by_port[bdf].add(row.irq)
+        by_port = port_rows(scrape)
         registered = port_gauge(
             "port_irq_registered",
             "An IRQ of this port lists pciehp in /proc/interrupts.",
@@ -46,9 +58,9 @@ class InterruptsCollector(Source):
             "Interrupts on this port's pciehp IRQ (or its IRQs if none is pciehp), all CPUs.",
         )
         for address, port in topo.ports.items():
-            port_rows = [rows[i] for i in sorted(by_port[address]) if i in rows]
-            hp_rows = [r for r in port_rows if "pciehp" in r.actions]
+            rows = by_port[address]
+            hp_rows = [r for r in rows if "pciehp" in r.actions]
             labels = list(port.labels)
-            registered.add_metric(labels, 1.0 if hp_rows else 0.0)
-            total.add_metric(labels, float(sum(r.total for r in (hp_rows or port_rows))))
+            registered.add_metric(labels, 1.0 if irq_registered(rows) else 0.0)
+            total.add_metric(labels, float(sum(r.total for r in (hp_rows or rows))))
         yield from (registered, total)

@@ -1,0 +1,148 @@
+"""The per-port unplug verdict on the real captures, and on the same captures as an unprivileged
+reader sees them (config space cut to 64 bytes): never `ready` when the port cannot unplug."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from exporter.verdict import PortFacts, decide
+from tests.exporter.conftest import select, value
+from tests.support.captures import Capture
+
+VERDICT = "pciehp_port_unplug_verdict"
+UNKNOWN = "pciehp_fact_unknown"
+Q35_PORTS = [f"0000:00:02.{f}" for f in range(8)] + [f"0000:00:03.{f}" for f in range(4)]
+
+
+def verdicts(samples) -> dict:
+    """BDF -> (verdict, reason) for every verdict series (each must be 1)."""
+    out = {}
+    for labels, v in select(samples, VERDICT).items():
+        d = dict(labels)
+        assert v == 1
+        bdf = f"{d['segment']}:{d['bus']}:{d['device']}.{d['function']}"
+        assert bdf not in out, "two verdicts for " + bdf
+        out[bdf] = (d["verdict"], d["reason"])
+    return out
+
+
+def truncate_configs(tree: Path, size: int = 64) -> int:
+    """Cut every device's config space to `size` bytes, as sysfs serves it without CAP_SYS_ADMIN."""
+    n = 0
+    for p in (tree / "sys").rglob("config"):
+        if p.is_file() and not p.is_symlink() and p.stat().st_size > size:
+            p.write_bytes(p.read_bytes()[:size])
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize(
+    "scenario, expected",
+    [
+        ("q35_normal", ("ready", "pciehp_irq")),
+        ("q35_aspm_off", ("not_ready", "no_handler")),
+        ("q35_acpihp_normal", ("ready", "acpi_hotplug")),
+    ],
+)
+@pytest.mark.parametrize("phase", ["boot", "after_unplug", "after_plug"])
+def test_q35_captures(scrape, scenario, expected, phase):
+    s = scrape(Capture(scenario, phase))
+    assert verdicts(s) == {bdf: expected for bdf in Q35_PORTS}
+    assert select(s, UNKNOWN) == {}
+    assert value(s, "pciehp_collector_success", collector="verdict") == 1
+
+
+def test_i440fx_has_no_pcie_port_to_judge(scrape):
+    s = scrape(Capture("i440fx_normal"))
+    assert verdicts(s) == {} and select(s, UNKNOWN) == {}
+
+
+@pytest.mark.parametrize(
+    "scenario, expected",
+    [
+        # pciehp's bound service names the handler even without Slot Capabilities
+        ("q35_normal", ("ready", "pciehp_irq")),
+        # nothing else answers: the port may or may not be hotplug-capable
+        ("q35_aspm_off", ("unknown", "config_unreadable")),
+        ("q35_acpihp_normal", ("ready", "acpi_hotplug")),
+    ],
+)
+def test_config_cut_to_64_bytes(scrape, tree_copy, scenario, expected):
+    tree = tree_copy(Capture(scenario))
+    assert truncate_configs(tree) >= len(Q35_PORTS)
+    s = scrape(tree)
+    assert verdicts(s) == {bdf: expected for bdf in Q35_PORTS}
+    assert value(s, UNKNOWN, fact="hotplug_capable", reason="config_truncated") == 1
+    assert value(s, "pciehp_collector_success", collector="verdict") == 1
+
+
+def test_config_cut_never_ready_without_a_handler(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_aspm_off"))
+    truncate_configs(tree)
+    assert not select(scrape(tree), VERDICT, verdict="ready")
+
+
+def test_missing_pci_devices_is_a_fact_unknown(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_normal"))
+    devices = tree / "sys" / "bus" / "pci" / "devices"
+    assert devices.is_dir()
+    shutil.rmtree(devices)
+    s = scrape(tree)
+    assert verdicts(s) == {}
+    assert value(s, UNKNOWN, fact="pci_devices", reason="sysfs_missing") == 1
+
+
+def test_pciehp_without_irq_is_not_ready(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_normal"))
+    interrupts = tree / "proc" / "interrupts"
+    lines = interrupts.read_text().splitlines(keepends=True)
+    interrupts.write_text("".join(x for x in lines if "pciehp" not in x))
+    s = scrape(tree)
+    assert verdicts(s) == {bdf: ("not_ready", "pciehp_no_irq") for bdf in Q35_PORTS}
+
+
+def test_unreadable_interrupts_leave_pciehp_ports_unknown(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_normal"))
+    (tree / "proc" / "interrupts").unlink()
+    s = scrape(tree)
+    assert set(verdicts(s).values()) == {("unknown", "interrupts_unreadable")}
+    assert value(s, UNKNOWN, fact="irq_registered", reason="interrupts_unreadable") == 1
+
+
+def test_poll_mode_needs_no_irq(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_normal"))
+    (tree / "sys" / "module" / "pciehp" / "parameters" / "pciehp_poll_mode").write_text("Y\n")
+    s = scrape(tree)
+    assert verdicts(s) == {bdf: ("ready", "pciehp_poll") for bdf in Q35_PORTS}
+
+
+def test_pcie_ports_compat_disables_port_services(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_aspm_off"))
+    (tree / "proc" / "cmdline").write_text("console=ttyS0 pcie_ports=compat\n")
+    s = scrape(tree)
+    assert verdicts(s) == {bdf: ("not_ready", "port_services_disabled") for bdf in Q35_PORTS}
+
+
+def test_slot_module_decides_before_missing_config():
+    facts = PortFacts(
+        hotplug_capable=None,
+        config_missing=True,
+        slot_modules=("acpiphp",),
+        pciehp_bound=False,
+        irq_registered=None,
+        poll_mode=False,
+        port_services_disabled=False,
+    )
+    assert decide(facts) == ("ready", "acpi_hotplug")
+    assert decide(facts._replace(slot_modules=())) == ("unknown", "sysfs_missing")
+
+
+def test_missing_config_file_is_sysfs_missing(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_aspm_off"))
+    removed = [p for p in (tree / "sys").rglob("config") if p.is_file()]
+    for p in removed:
+        p.unlink()
+    s = scrape(tree)
+    assert verdicts(s) == {bdf: ("unknown", "sysfs_missing") for bdf in Q35_PORTS}
+    assert value(s, UNKNOWN, fact="hotplug_capable", reason="sysfs_missing") == 1
