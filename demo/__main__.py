@@ -13,9 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from demo import pipeline
+from demo import pipeline, servers
 from demo.player import FAILED_ALERT, TIMEOUT_ALERT, Player
-from tests.support import servers
 
 
 def say(msg: str) -> None:
@@ -54,7 +53,11 @@ def summarize(p: pipeline.Pipeline, player: Player) -> dict:
     by_name = Counter(a["labels"]["alertname"] for a in delivered if a["status"] == "firing")
     root_causes = sorted(
         {
-            (a["labels"]["image_id"], a["labels"]["root_cause"], a["annotations"]["runbook_url"])
+            (
+                a["labels"].get("image_id") or f"host {a['labels'].get('host', '')}",
+                a["labels"]["root_cause"],
+                a["annotations"]["runbook_url"],
+            )
             for a in delivered
             if a["labels"]["alertname"] == "PCIeHotplugRootCause"
         }
@@ -74,7 +77,7 @@ def summarize(p: pipeline.Pipeline, player: Player) -> dict:
         "incidents": [
             {
                 "id": inc["id"],
-                "image_id": inc["image_id"],
+                "image_id": inc["image_id"] or f"host {inc['host']}",
                 "root_cause": inc["root_cause"],
                 "state": inc["state"],
                 "counts": inc["counts"],
