@@ -224,7 +224,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         config.image_label,
         config.prometheus_selector,
         config.prometheus_timeout,
-        app[TABLE_KEY].port_fields(),
     )
     rec = Reconciler(
         config,

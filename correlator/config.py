@@ -92,7 +92,7 @@ class Config:
     history_limit: int = 500
     causes_file: Path = BUILTIN_CAUSES
     causes: tuple[Mapping[str, Any], ...] = ()
-    fallback_cause: str = "host_side"
+    fallback_cause: str = "guest_facts_unknown"
 
     def runbook_url(self, cause_id: str) -> str:
         """The runbook of a cause: `<runbook_base_url><cause_id>.md`."""

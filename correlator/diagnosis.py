@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from correlator.config import Config, ConfigError
-from correlator.model import PORT_FIELDS, GuestFacts, PortFacts, Verdict
+from correlator.model import PORT_FIELDS, GuestFacts, HostPortFacts, PortFacts, Verdict
 
 SEVERITIES = ("critical", "warning", "info")
 NO_GUEST_DATA = "no_guest_data"
+HOST_PORT_FIELDS = tuple(f for f in HostPortFacts.__dataclass_fields__ if f != "address")
 _ID = re.compile(r"[a-z][a-z0-9_]*")
 
 Scalar = str | int | float
@@ -53,14 +54,22 @@ def _v_text_list(arg: object, key: str) -> object:
     return arg
 
 
-def _v_port(arg: object, key: str) -> object:
-    if not isinstance(arg, dict) or not arg:
-        raise ConfigError(f"{key}: expected a mapping of port fields to values")
-    for name, value in arg.items():
-        if name not in PORT_FIELDS:
-            raise ConfigError(f"{key}.{name}: unknown port field (known: {', '.join(PORT_FIELDS)})")
-        _v_scalar_or_list(value, f"{key}.{name}")
-    return arg
+def _v_fields(known: Sequence[str], what: str) -> Callable[[object, str], object]:
+    def check(arg: object, key: str) -> object:
+        if not isinstance(arg, dict) or not arg:
+            raise ConfigError(f"{key}: expected a mapping of {what} fields to values")
+        for name, value in arg.items():
+            if name not in known:
+                raise ConfigError(f"{key}.{name}: unknown {what} field (known: {', '.join(known)})")
+            _v_scalar_or_list(value, f"{key}.{name}")
+        return arg
+
+    return check
+
+
+_v_port = _v_fields(PORT_FIELDS, "port")
+_v_host_port = _v_fields(HOST_PORT_FIELDS, "host port")
+_v_host_verdict = _v_fields(("verdict", "reason"), "host verdict")
 
 
 def _v_params(arg: object, key: str) -> object:
@@ -121,8 +130,8 @@ def _spec_text(spec: Mapping[str, object]) -> str:
     return ", ".join(parts)
 
 
-def _port_matches(port: PortFacts, spec: Mapping[str, object]) -> bool:
-    return all(_one_of(port.get(name), want) for name, want in spec.items())
+def _port_matches(port: PortFacts | HostPortFacts, spec: Mapping[str, object]) -> bool:
+    return all(_one_of(getattr(port, name), want) for name, want in spec.items())
 
 
 # --- predicates ---------------------------------------------------------------------------------
@@ -134,7 +143,11 @@ def _p_any_port(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, st
     if hits:
         first = hits[0]
         slot = f" (slot {first.slot})" if first.slot else ""
-        return True, f"{len(hits)} of {n} ports have {_spec_text(spec)}, e.g. {first.address}{slot}"
+        why = f", verdict {first.verdict} because {first.reason}" if first.reason else ""
+        return (
+            True,
+            f"{len(hits)} of {n} ports have {_spec_text(spec)}, e.g. {first.address}{slot}{why}",
+        )
     return False, f"no port has {_spec_text(spec)} ({n} ports reported)"
 
 
@@ -148,7 +161,54 @@ def _p_machine(facts: GuestFacts, spec: object) -> tuple[bool, str]:
 
 
 def _p_guest_data(facts: GuestFacts, want: bool) -> tuple[bool, str]:
-    return want, f"guest facts from {facts.job}/{facts.target} (pciehp_guest_info present)"
+    if facts.guest_data:
+        return want, "the guest exporter reports (pciehp_guest_info present)"
+    return not want, "no guest exporter series for this instance (no pciehp_guest_info)"
+
+
+def _p_fact_unknown(facts: GuestFacts, want: bool) -> tuple[bool, str]:
+    if facts.facts_unknown:
+        return want, "the exporter could not read: " + ", ".join(facts.facts_unknown)
+    return not want, "the exporter read every fact (no pciehp_fact_unknown)"
+
+
+def _p_host_data(facts: GuestFacts, want: bool) -> tuple[bool, str]:
+    h = facts.host
+    if h is None:
+        return not want, "no host exporter series for this VM (no pciehp_host_vm_info)"
+    return want, f"host view of the VM: machine {h.machine or '?'}, {h.hotplug or '?'} hotplug"
+
+
+def _p_host_hotplug(facts: GuestFacts, spec: object) -> tuple[bool, str]:
+    h = facts.host
+    have = h.hotplug if h else None
+    return _one_of(have, spec), f"the host offers {have or 'unknown'} hotplug to the VM"
+
+
+def _p_host_verdict(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    h = facts.host
+    if h is None:
+        return False, "no host verdict for this VM"
+    ok = all(_one_of(getattr(h, k), v) for k, v in spec.items())
+    return ok, f"host verdict {h.verdict} because {h.reason or '?'}"
+
+
+def _p_host_any_port(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    ports = facts.host.ports if facts.host else ()
+    hits = [p for p in ports if _port_matches(p, spec)]
+    if hits:
+        first = hits[0]
+        port_id = f" ({first.port_id})" if first.port_id else ""
+        return True, (
+            f"host reads {len(hits)} of {len(ports)} ports with {_spec_text(spec)}, "
+            f"e.g. {first.address}{port_id}"
+        )
+    return False, f"host reads no port with {_spec_text(spec)} ({len(ports)} ports read)"
+
+
+def _p_host_no_port(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    hit, text = _p_host_any_port(facts, spec)
+    return not hit, text
 
 
 def _p_collector_failed(facts: GuestFacts, names: Sequence[str]) -> tuple[bool, str]:
@@ -195,6 +255,16 @@ def _p_cmdline(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str
     return True, "kernel command line has " + " ".join(f"{n}={facts.cmdline[n]}" for n in spec)
 
 
+def _p_cmdline_contains(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
+    for name, want in spec.items():
+        have = facts.cmdline.get(name)
+        parts = (have or "").split(",")
+        if not any(_one_of(p, want) for p in parts):
+            shown = f"{name}={have}" if have is not None else f"no {name}"
+            return False, f"kernel command line has {shown}"
+    return True, "kernel command line has " + " ".join(f"{n}={facts.cmdline[n]}" for n in spec)
+
+
 def _p_cmdline_not(facts: GuestFacts, spec: Mapping[str, object]) -> tuple[bool, str]:
     for name, want in spec.items():
         have = facts.cmdline.get(name)
@@ -216,13 +286,8 @@ def _p_rescan(facts: GuestFacts, want: bool) -> tuple[bool, str]:
 
 
 def _p_any_of(facts: GuestFacts, branches: Sequence[Mapping[str, Any]]) -> tuple[bool, str]:
-    texts = []
-    for branch in branches:
-        ok, lines = evaluate(branch, facts)
-        if ok:
-            return True, "; ".join(lines)
-        texts.append("; ".join(lines))
-    return False, "none of: " + " | ".join(texts)
+    ok, lines = _any_of_lines(facts, branches)
+    return ok, "; ".join(lines)
 
 
 def _p_not(facts: GuestFacts, inner: Mapping[str, Any]) -> tuple[bool, str]:
@@ -232,6 +297,12 @@ def _p_not(facts: GuestFacts, inner: Mapping[str, Any]) -> tuple[bool, str]:
 
 PREDICATES: dict[str, tuple[Callable[[object, str], object], Check]] = {
     "guest_data": (_v_bool, _p_guest_data),
+    "fact_unknown": (_v_bool, _p_fact_unknown),
+    "host_data": (_v_bool, _p_host_data),
+    "host_hotplug": (_v_scalar_or_list, _p_host_hotplug),
+    "host_verdict": (_v_host_verdict, _p_host_verdict),
+    "host_any_port": (_v_host_port, _p_host_any_port),
+    "host_no_port": (_v_host_port, _p_host_no_port),
     "collector_failed": (_v_text_list, _p_collector_failed),
     "machine": (_v_scalar_or_list, _p_machine),
     "any_port": (_v_port, _p_any_port),
@@ -240,6 +311,7 @@ PREDICATES: dict[str, tuple[Callable[[object, str], object], Check]] = {
     "osc_missing_support_contains": (_v_text, _p_osc_missing),
     "osc_denied_contains": (_v_text, _p_osc_denied),
     "cmdline": (_v_params, _p_cmdline),
+    "cmdline_contains": (_v_params, _p_cmdline_contains),
     "cmdline_not": (_v_params, _p_cmdline_not),
     "rescan_workaround": (_v_bool, _p_rescan),
     "any_of": (_v_conditions_list, _p_any_of),
@@ -257,29 +329,33 @@ def validate_conditions(when: object, key: str) -> None:
         PREDICATES[name][0](arg, f"{key}.{name}")
 
 
-def port_fields(when: Mapping[str, Any]) -> set[str]:
-    """The port fields a conditions mapping reads (through any_of and not)."""
-    used: set[str] = set()
-    for name, arg in when.items():
-        if name in ("any_port", "no_port"):
-            used |= set(arg)
-        elif name == "any_of":
-            for branch in arg:
-                used |= port_fields(branch)
-        elif name == "not":
-            used |= port_fields(arg)
-    return used
-
-
 def evaluate(when: Mapping[str, Any], facts: GuestFacts) -> tuple[bool, list[str]]:
     """All conditions of `when` against the facts: (all hold, one sentence per condition)."""
     lines: list[str] = []
     for name, arg in when.items():
+        if name == "any_of":  # the matching branch's sentences, one by one
+            ok, branch = _any_of_lines(facts, arg)
+            if not ok:
+                return False, branch
+            lines += branch
+            continue
         ok, text = PREDICATES[name][1](facts, arg)
         if not ok:
             return False, [text]
         lines.append(text)
     return True, lines
+
+
+def _any_of_lines(
+    facts: GuestFacts, branches: Sequence[Mapping[str, Any]]
+) -> tuple[bool, list[str]]:
+    texts = []
+    for branch in branches:
+        ok, lines = evaluate(branch, facts)
+        if ok:
+            return True, lines
+        texts.append("; ".join(lines))
+    return False, ["none of: " + " | ".join(texts)]
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -296,6 +372,35 @@ class Cause:
     when: Mapping[str, Any]
     action: str = ""
     guest_can_unplug: bool = False
+
+    @property
+    def kind(self) -> str:
+        """How incidents group it: `host` (one per host), `unknown` (facts missing), `guest`."""
+        if self.guest_can_unplug:
+            return "host"
+        if self.id == NO_GUEST_DATA or "unknown" in self.id:
+            return "unknown"
+        return "guest"
+
+
+def cross_check(facts: GuestFacts) -> str:
+    """Where guest and host both gave a verdict on the VM, the sentence saying they disagree."""
+    h = facts.host
+    if not facts.guest_data or h is None or h.verdict not in ("ready", "not_ready"):
+        return ""
+    verdicts = {p.verdict for p in facts.ports}
+    if "not_ready" in verdicts:
+        guest = "not_ready"
+    elif verdicts == {"ready"}:
+        guest = "ready"
+    else:
+        return ""
+    if guest == h.verdict:
+        return ""
+    return (
+        f"guest and host disagree: the guest exporter says its ports are {guest}, the host "
+        f"reads the VM's slot registers as {h.verdict} ({h.reason or '?'})"
+    )
 
 
 class DiagnosisTable:
@@ -325,23 +430,33 @@ class DiagnosisTable:
                 f"diagnosis.fallback_cause: {config.fallback_cause!r} is not a cause id "
                 "in the table"
             )
+        fallback = next(c for c in causes if c.id == config.fallback_cause)
+        if fallback.kind != "unknown":
+            raise ConfigError(
+                f"diagnosis.fallback_cause: {fallback.id!r} names a cause the facts did not "
+                "match; it must be an unknown cause (an id containing `unknown`), never one "
+                "that blames the guest or the host"
+            )
         return cls(causes, config.fallback_cause)
-
-    def port_fields(self) -> set[str]:
-        """Every port field some cause reads: the facts worth querying."""
-        return set().union(*(port_fields(c.when) for c in self.causes))
 
     def diagnose(self, facts: GuestFacts | None, why_none: str = "") -> Verdict:
         """The first cause whose conditions all hold; `no_guest_data` when there are no facts."""
         if facts is None:
             reason = why_none or "no pciehp_guest_info series for this instance in Prometheus"
             return Verdict(NO_GUEST_DATA, (reason,))
+        disagreement = cross_check(facts)
         for cause in self.causes:
             ok, lines = evaluate(cause.when, facts)
             if ok:
-                return Verdict(cause.id, tuple(lines), cause.guest_can_unplug)
+                extra = (disagreement,) if disagreement else ()
+                return Verdict(cause.id, (*lines, *extra), cause.guest_can_unplug, disagreement)
         fb = self.fallback
-        return Verdict(fb.id, ("no cause in the table matched these facts",), fb.guest_can_unplug)
+        return Verdict(
+            fb.id,
+            ("no cause in the table matched these facts",),
+            fb.guest_can_unplug,
+            disagreement,
+        )
 
 
 def _cause(row: object, key: str, config: Config) -> Cause:

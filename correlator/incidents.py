@@ -1,4 +1,12 @@
-"""Incidents: one per VM image, with members, verdicts, a dominant root cause and a lifecycle.
+"""Incidents: one per VM image for guest-side causes, one per host for host-side causes.
+
+Each firing detach alert is grouped by its instance's verdict: a host-side cause (the guest can
+hot-unplug) joins the incident of the alert's `host`, whatever the image, so one broken compute
+host is one incident naming it; any other cause joins its image's incident. A member is
+*explained* when its instance's cause is the incident's kind (guest-side in an image incident,
+host-side in a host incident); only explained members are muted (through one
+PCIeHotplugDetachExplained alert per instance). Instances whose facts are missing or unknown
+stay unexplained members of their image's incident, so their detach alerts still page.
 
 Lifecycle: `firing` while any member alert fires; `resolving` once none does; `resolved`
 after `hold_down` seconds without a firing member. A member that fires again during the
@@ -19,6 +27,7 @@ from correlator.model import FIRING, RESOLVED, Alert, GuestFacts, Verdict, forma
 
 OPEN_STATES = ("firing", "resolving")
 UNKNOWN_IMAGE = "unknown"
+HOST_KEY = "host:"  # key prefix of host incidents
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Member:
     status: str = FIRING
     resolved_at: float | None = None
     suppressed: bool = False
+    explained: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """API/storage form (timestamps as RFC 3339)."""
@@ -49,6 +59,7 @@ class Member:
             "labels": self.labels,
             "status": self.status,
             "suppressed": self.suppressed,
+            "explained": self.explained,
             "startsAt": format_time(self.starts_at),
             "firstSeen": format_time(self.first_seen),
             "lastSeen": format_time(self.last_seen),
@@ -66,11 +77,14 @@ class InstanceVerdict:
     guest_can_unplug: bool
     diagnosed_at: float
     facts_observed_at: float | None = None
+    disagreement: str = ""
 
     @classmethod
     def of(cls, uuid: str, v: Verdict, now: float, facts_at: float | None) -> InstanceVerdict:
         """From a fresh Verdict."""
-        return cls(uuid, v.cause, list(v.evidence), v.guest_can_unplug, now, facts_at)
+        return cls(
+            uuid, v.cause, list(v.evidence), v.guest_can_unplug, now, facts_at, v.disagreement
+        )
 
 
 @dataclass
@@ -95,11 +109,37 @@ class Incident:
     # guests of the image that can hot-unplug and raised no alert (from Prometheus)
     healthy_peers: list[str] = field(default_factory=list)
     healthy_peers_total: int = 0
+    kind: str = "image"  # "image" (guest-side and unknown causes) or "host" (host-side)
+    # instance UUID -> the image its alerts name (host incidents span images)
+    instance_images: dict[str, str] = field(default_factory=dict)
 
     @property
     def image_id(self) -> str:
-        """The `image_id` label value of the pushed alert."""
-        return self.key
+        """The `image_id` label value of the pushed alert ("" for a host incident)."""
+        return "" if self.kind == "host" else self.key
+
+    @property
+    def host(self) -> str:
+        """The host a host incident is about ("" for an image incident)."""
+        return self.key[len(HOST_KEY) :] if self.kind == "host" else ""
+
+    def images(self) -> list[str]:
+        """Distinct images of the members' instances."""
+        return sorted({i for i in self.instance_images.values() if i})
+
+    def explained(self) -> dict[str, str]:
+        """Firing explained members' instances -> the hosts of their alerts (comma-separated)."""
+        hosts: dict[str, set[str]] = {}
+        for m in self.firing_members():
+            if m.explained and m.instance_uuid:
+                hosts.setdefault(m.instance_uuid, set()).add(m.host)
+        return {u: ",".join(sorted(h for h in hs if h)) for u, hs in sorted(hosts.items())}
+
+    def facts_summary(self) -> dict[str, int]:
+        """How many affected instances had facts (guest's or host's view) and how many not."""
+        n = len(self.instances)
+        with_facts = sum(v.facts_observed_at is not None for v in self.instances.values())
+        return {"instances": n, "with_facts": with_facts, "without_facts": n - with_facts}
 
     @property
     def is_open(self) -> bool:
@@ -125,6 +165,14 @@ class Incident:
             if v.cause == self.root_cause:
                 counts.update(dict.fromkeys(v.evidence, 1))
         return [{"text": text, "instances": n} for text, n in counts.items()]
+
+    def disagreements(self) -> list[dict[str, str]]:
+        """Instances whose guest exporter and host exporter contradict each other."""
+        return [
+            {"instance_uuid": v.instance_uuid, "text": v.disagreement}
+            for v in sorted(self.instances.values(), key=lambda v: v.instance_uuid)
+            if v.disagreement
+        ]
 
     def counter_evidence(self) -> list[dict[str, Any]]:
         """Instances of this image whose guests can hot-unplug, when the root cause says not."""
@@ -172,6 +220,7 @@ class Incident:
         return {
             "alerts": len(self.members),
             "firing_alerts": len(self.firing_members()),
+            "explained_alerts": sum(m.explained for m in self.members.values()),
             "instances": len({m.instance_uuid for m in self.members.values()}),
             "hosts": len(self.hosts()),
         }
@@ -183,13 +232,27 @@ class Incident:
         share = breakdown.get(self.root_cause, 0)
         others = ", ".join(f"{k} {n}" for k, n in breakdown.items() if k != self.root_cause)
         cause = table.by_id.get(self.root_cause)
-        text = (
-            f"{c['alerts']} detach alert(s) ({c['firing_alerts']} firing) from "
-            f"{c['instances']} instance(s) on {c['hosts']} host(s) of image {self.image_id}; "
-            f"{share} of {len(self.instances)} instance(s) diagnosed {self.root_cause}"
-        )
+        if self.kind == "host":
+            images = self.images()
+            text = (
+                f"{c['alerts']} detach alert(s) ({c['firing_alerts']} firing) on host "
+                f"{self.host} from {c['instances']} instance(s) of {len(images)} image(s) "
+                f"({', '.join(images[:10])}{', ...' if len(images) > 10 else ''}); "
+                f"{share} of {len(self.instances)} instance(s) diagnosed {self.root_cause}"
+            )
+        else:
+            f = self.facts_summary()
+            text = (
+                f"{c['alerts']} detach alert(s) ({c['firing_alerts']} firing) from "
+                f"{c['instances']} instance(s) on {c['hosts']} host(s) of image {self.image_id}; "
+                f"{share} of {len(self.instances)} instance(s) diagnosed {self.root_cause}, "
+                f"{f['with_facts']} had facts"
+            )
         if others:
             text += f" (others: {others})"
+        unexplained = c["alerts"] - c["explained_alerts"]
+        if unexplained:
+            text += f"; {unexplained} alert(s) not explained, not muted"
         text += "."
         if cause and cause.action:
             text += " " + cause.action
@@ -200,7 +263,10 @@ class Incident:
         cause = table.by_id.get(self.root_cause)
         return {
             "id": self.id,
+            "kind": self.kind,
             "image_id": self.image_id,
+            "host": self.host,
+            "images": self.images(),
             "key_source": self.key_source,
             "state": self.state,
             "root_cause": self.root_cause,
@@ -211,6 +277,8 @@ class Incident:
             "counts": self.counts(),
             "hosts": self.hosts(),
             "cause_breakdown": self.breakdown(),
+            "facts": self.facts_summary(),
+            "disagreements": self.disagreements(),
             "evidence": self.evidence(),
             "counter_evidence": self.counter_evidence(),
             "opened_at": format_time(self.opened_at),
@@ -230,6 +298,7 @@ class Incident:
                 "cause": v.cause,
                 "evidence": v.evidence,
                 "guest_can_unplug": v.guest_can_unplug,
+                "disagreement": v.disagreement,
                 "diagnosed_at": format_time(v.diagnosed_at),
                 "facts_observed_at": format_time(v.facts_observed_at),
             }
@@ -327,8 +396,17 @@ class IncidentBook:
 
         groups: dict[str, list[Alert]] = {}
         sources: dict[str, str] = {}
+        image_of: dict[str, str] = {}  # instance -> image key
+        by_image: dict[str, set[str]] = {}  # image key -> every affected instance
         for alert in firing.values():
-            key, source = self.image_key(alert, facts.get(self.instance_of(alert)))
+            uuid = self.instance_of(alert)
+            image, source = self.image_key(alert, facts.get(uuid))
+            image_of.setdefault(uuid, image)
+            by_image.setdefault(image, set()).add(uuid)
+            if self.kind_of(verdicts.get(uuid)) == "host":
+                key, source = HOST_KEY + (alert.labels.get(self.labels.host) or "unknown"), "host"
+            else:
+                key = image
             groups.setdefault(key, []).append(alert)
             sources.setdefault(key, source)
 
@@ -352,13 +430,45 @@ class IncidentBook:
                     m.status, m.resolved_at = RESOLVED, now
                     inc.dirty_members.add(m.fingerprint)
                     changed[inc.id] = inc
-            if self._rediagnose(inc, verdicts, facts, now):
+            affected = {m.instance_uuid for m in inc.firing_members()}
+            if inc.kind == "image":
+                affected |= by_image.get(inc.key, set())
+            if self._rediagnose(inc, affected, verdicts, facts, now):
+                changed[inc.id] = inc
+            if self._explain(inc, image_of):
                 changed[inc.id] = inc
             if self._advance(inc, now):
                 changed[inc.id] = inc
         for inc in changed.values():
             inc.updated_at = now
         return list(changed.values())
+
+    def kind_of(self, verdict: Verdict | None) -> str:
+        """The group kind of a verdict's cause: host, guest, or unknown (no verdict: unknown)."""
+        if verdict is None:
+            return "unknown"
+        cause = self.table.by_id.get(verdict.cause)
+        return cause.kind if cause else "unknown"
+
+    def _explain(self, inc: Incident, image_of: Mapping[str, str]) -> bool:
+        """Mark the members this incident explains; record each member instance's image."""
+        want = "host" if inc.kind == "host" else "guest"
+        changed = False
+        for m in inc.members.values():
+            v = inc.instances.get(m.instance_uuid)
+            explained = v is not None and self.kind_of(Verdict(v.cause, ())) == want
+            if m.status == FIRING and explained != m.explained:
+                m.explained = explained
+                inc.dirty_members.add(m.fingerprint)
+                changed = True
+            image = image_of.get(m.instance_uuid)
+            if image and inc.instance_images.get(m.instance_uuid) != image:
+                inc.instance_images[m.instance_uuid] = image
+                changed = True
+        for uuid in [u for u in inc.instance_images if u not in inc.instances]:
+            del inc.instance_images[uuid]
+            changed = True
+        return changed
 
     def _open_incident(self, key: str, source: str, alerts: list[Alert], now: float) -> Incident:
         self.seq[key] = self.seq.get(key, 0) + 1
@@ -371,6 +481,7 @@ class IncidentBook:
             opened_at=now,
             first_seen=min(starts, default=now),
             last_seen=now,
+            kind="host" if source == "host" else "image",
         )
         self.open[key] = inc
         return inc
@@ -411,21 +522,26 @@ class IncidentBook:
     def _rediagnose(
         self,
         inc: Incident,
+        affected: set[str],
         verdicts: Mapping[str, Verdict],
         facts: Mapping[str, GuestFacts],
         now: float,
     ) -> bool:
         changed = False
-        for uuid in {m.instance_uuid for m in inc.firing_members()}:
+        for uuid in affected:
             v = verdicts.get(uuid)
             if v is None:
                 continue
             old = inc.instances.get(uuid)
-            if old is None or (old.cause, tuple(old.evidence)) != (v.cause, v.evidence):
+            if old is None or (old.cause, tuple(old.evidence), old.disagreement) != (
+                v.cause,
+                v.evidence,
+                v.disagreement,
+            ):
                 f = facts.get(uuid)
                 inc.instances[uuid] = InstanceVerdict.of(uuid, v, now, f.observed_at if f else None)
                 changed = True
-        present = {m.instance_uuid for m in inc.members.values()}
+        present = {m.instance_uuid for m in inc.members.values()} | affected
         for uuid in [u for u in inc.instances if u not in present]:
             del inc.instances[uuid]
             changed = True
@@ -436,12 +552,22 @@ class IncidentBook:
         return changed
 
     def dominant(self, inc: Incident) -> str:
-        """The cause of most instances; `no_guest_data` only when no instance has facts."""
-        counts = Counter(v.cause for v in inc.instances.values() if v.cause != NO_GUEST_DATA)
-        if not counts:
-            return NO_GUEST_DATA
+        """The cause of most member instances, preferring the incident's own kind of cause.
+
+        An image incident names a guest-side cause when any member has one, else the commonest
+        unknown one; `no_guest_data` only when no member instance has facts.
+        """
+        members = {m.instance_uuid for m in inc.members.values()}
+        causes = [v.cause for u, v in inc.instances.items() if u in members]
+        prefer = ("host",) if inc.kind == "host" else ("guest", "unknown")
         order = self.table.order
-        return min(counts, key=lambda c: (-counts[c], order.get(c, len(order))))
+        for kind in prefer:
+            counts = Counter(
+                c for c in causes if c != NO_GUEST_DATA and self.kind_of(Verdict(c, ())) == kind
+            )
+            if counts:
+                return min(counts, key=lambda c: (-counts[c], order.get(c, len(order))))
+        return NO_GUEST_DATA
 
     def _advance(self, inc: Incident, now: float) -> bool:
         if inc.firing_members():

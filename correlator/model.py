@@ -73,12 +73,11 @@ class PortFacts:
     irq_registered: float | None = None
     button_pending: float | None = None
     interrupt_enabled: float | None = None
-    attention_buttons: float | None = None
-    power_off_requests: float | None = None
-
-    def get(self, name: str) -> object:
-        """Field value by name (the diagnosis table addresses port fields by name)."""
-        return getattr(self, name)
+    unplug_unanswered: float | None = None
+    # the exporter's pciehp_port_unplug_verdict: ready | not_ready | unknown, and why; empty
+    # for a port the exporter gives no verdict (neither a slot nor hotplug-capable)
+    verdict: str = ""
+    reason: str = ""
 
 
 PORT_FIELDS = (
@@ -90,8 +89,9 @@ PORT_FIELDS = (
     "irq_registered",
     "button_pending",
     "interrupt_enabled",
-    "attention_buttons",
-    "power_off_requests",
+    "unplug_unanswered",
+    "verdict",
+    "reason",
 )
 
 
@@ -103,6 +103,35 @@ class OscFacts:
     outcome: str
     missing_support: tuple[str, ...] = ()
     denied: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostPortFacts:
+    """What the host exporter read from one of the VM's emulated PCIe ports (DESIGN.md host/)."""
+
+    address: str
+    port_id: str = ""
+    hotplug_capable: float | None = None
+    driver_armed: float | None = None
+    interrupt_enabled: float | None = None
+    adapter_present: float | None = None
+    button_pending: float | None = None
+    unplug_ready: float | None = None
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The host's view of one VM: hotplug model offered, slot registers, the host's verdict."""
+
+    instance_uuid: str
+    hotplug: str = ""
+    machine: str = ""
+    domain: str = ""
+    verdict: str = "unknown"
+    reason: str = "no_verdict"
+    probe_success: float | None = None
+    ports: tuple[HostPortFacts, ...] = ()
+    observed_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +149,12 @@ class GuestFacts:
     cmdline: Mapping[str, str] = field(default_factory=dict)
     rescan_workarounds: tuple[str, ...] = ()
     collectors_failed: tuple[str, ...] = ()
+    # facts the exporter could not read, as "fact (reason)" (pciehp_fact_unknown)
+    facts_unknown: tuple[str, ...] = ()
     observed_at: float = 0.0
+    # False when only the host's view of the VM is known (no guest exporter series)
+    guest_data: bool = True
+    host: HostFacts | None = None
 
     def boot_fingerprint(self) -> str:
         """A short stable hash of kernel release and boot parameters (image key of last resort)."""
@@ -135,3 +169,5 @@ class Verdict:
     cause: str
     evidence: tuple[str, ...]
     guest_can_unplug: bool = False
+    # the guest's and the host's view of the VM contradict each other (empty: they agree)
+    disagreement: str = ""

@@ -31,6 +31,7 @@ from correlator.store import Store
 
 log = logging.getLogger(__name__)
 ALERTNAME = "PCIeHotplugRootCause"
+EXPLAINED = "PCIeHotplugDetachExplained"
 T = TypeVar("T")
 
 
@@ -204,7 +205,9 @@ class Reconciler:
         incidents = [
             i
             for i in self.book.open.values()
-            if i.key_source in ("alert_label", "guest_label") and i.key != UNKNOWN_IMAGE
+            if i.kind == "image"
+            and i.key_source in ("alert_label", "guest_label")
+            and i.key != UNKNOWN_IMAGE
         ]
         if not incidents:
             return []
@@ -314,33 +317,56 @@ class Reconciler:
         return f"{self.external_url}/incidents/{inc.id}"
 
     def _outgoing(self, inc: Incident) -> tuple[list[OutgoingAlert], bool]:
-        """Desired Alertmanager state for one incident; resolves labelsets it no longer uses."""
+        """Desired Alertmanager state for one incident; resolves labelsets it no longer uses.
+
+        While open: the incident's PCIeHotplugRootCause (labelled by image, or by host for a
+        host incident), and one non-notifying PCIeHotplugDetachExplained per instance whose
+        detach alerts the incident explains; Alertmanager's inhibit rule mutes exactly those.
+        """
         cause = self.table.by_id.get(inc.root_cause, self.table.fallback)
-        labels = {
-            "alertname": ALERTNAME,
-            "image_id": inc.image_id,
-            "root_cause": inc.root_cause,
-            "severity": cause.severity,
-        }
+        labels = {"alertname": ALERTNAME, "root_cause": inc.root_cause, "severity": cause.severity}
+        if inc.kind == "host":
+            labels["host"] = inc.host
+        else:
+            labels["image_id"] = inc.image_id
         annotations = {
             "summary": cause.summary,
             "description": inc.description(self.table),
             "runbook_url": cause.runbook_url,
         }
-        current = OutgoingAlert(labels, annotations, inc.first_seen, self.incident_url(inc))
-        out: list[OutgoingAlert] = []
+        url = self.incident_url(inc)
+        current: dict[str, OutgoingAlert] = {}
+        if inc.is_open:
+            alert = OutgoingAlert(labels, annotations, inc.first_seen, url)
+            current[alert.key] = alert
+            note = {"summary": f"detach alerts explained by incident {inc.id}: {cause.summary}"}
+            for uuid, hosts in inc.explained().items():
+                v = inc.instances[uuid]
+                explained = OutgoingAlert(
+                    {
+                        "alertname": EXPLAINED,
+                        "instance_uuid": uuid,
+                        "image_id": inc.instance_images.get(uuid, ""),
+                        "root_cause": v.cause,
+                        "host": hosts,
+                    },
+                    note,
+                    inc.first_seen,
+                    url,
+                )
+                current[explained.key] = explained
+        out = list(current.values())
         touched = False
         end = inc.resolved_at if not inc.is_open else time.time()
         for key, old in list(inc.pushed.items()):
-            if inc.is_open and key == current.key:
+            if key in current:
                 continue
-            out.append(OutgoingAlert(old, annotations, inc.first_seen, current.generator_url, end))
+            out.append(OutgoingAlert(old, annotations, inc.first_seen, url, end))
             del inc.pushed[key]
             touched = True
-        if inc.is_open:
-            out.append(current)
-            if current.key not in inc.pushed:
-                inc.pushed[current.key] = labels
+        for key, alert in current.items():
+            if key not in inc.pushed:
+                inc.pushed[key] = dict(alert.labels)
                 touched = True
         return out, touched
 

@@ -138,7 +138,26 @@ def parse_body(body: bytes) -> list[Alert]:
     take UTF-16 and UTF-32.
     """
     try:
-        doc = json.loads(body.decode())
+        doc = json.loads(body.decode(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadError(f"body is not JSON in UTF-8: {e}") from e
+    except RecursionError as e:  # arrays or objects nested thousands deep
+        raise PayloadError("body is not a webhook payload: JSON nested too deep") from e
+    except ValueError as e:  # an integer of more digits than int() takes, a duplicate key, NaN
+        raise PayloadError(f"body is not a webhook payload: {e}") from e
     return parse_payload(doc, check_text=_SURROGATE_ESCAPE.search(body) is not None)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys repeat is refused: which value counts would be a guess."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {dup[:64]!r} in an object")
+    return doc
+
+
+def _no_constant(name: str) -> float:
+    """NaN and Infinity are not JSON (RFC 8259); json.loads would take them."""
+    raise ValueError(f"{name} is not a JSON value")

@@ -54,7 +54,11 @@ def summarize(p: pipeline.Pipeline, player: Player) -> dict:
     by_name = Counter(a["labels"]["alertname"] for a in delivered if a["status"] == "firing")
     root_causes = sorted(
         {
-            (a["labels"]["image_id"], a["labels"]["root_cause"], a["annotations"]["runbook_url"])
+            (
+                a["labels"].get("image_id") or f"host {a['labels'].get('host', '')}",
+                a["labels"]["root_cause"],
+                a["annotations"]["runbook_url"],
+            )
             for a in delivered
             if a["labels"]["alertname"] == "PCIeHotplugRootCause"
         }
@@ -74,7 +78,7 @@ def summarize(p: pipeline.Pipeline, player: Player) -> dict:
         "incidents": [
             {
                 "id": inc["id"],
-                "image_id": inc["image_id"],
+                "image_id": inc["image_id"] or f"host {inc['host']}",
                 "root_cause": inc["root_cause"],
                 "state": inc["state"],
                 "counts": inc["counts"],
@@ -131,13 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"Prometheus {p.prometheus.url}  Alertmanager {p.alertmanager.url}  "
                 f"correlator {p.correlator.url}  fleet http://{p.fleet_server.address}/targets"
             )
-            servers.wait_until(
-                lambda: p.guests_scraped() >= len(p.fleet.guests),
-                timeout=120,
-                interval=0.5,
-                what="every guest scraped",
+            servers.wait_until(p.all_scraped, timeout=120, interval=0.5, what="every guest scraped")
+            say(
+                f"Prometheus scrapes {p.fleet.exporter_guests} guest exporters and the host "
+                f"exporters' view of all {len(p.fleet.guests)} VMs"
             )
-            say(f"Prometheus scrapes all {len(p.fleet.guests)} guests")
             player = Player(
                 p.fleet,
                 p.alertmanager.url,

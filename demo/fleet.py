@@ -1,8 +1,11 @@
 """A simulated fleet: many guests, each served by the real exporter code over a real capture.
 
-One process serves every guest at `/guests/<name>/metrics` and lists them for Prometheus'
-`http_sd_configs` at `/targets`, each with its `image_id` target label, the way a cloud's
-service discovery would. Guests built from the same capture differ by instance UUID.
+One process serves every guest that runs the exporter at `/guests/<name>/metrics` and lists them
+for Prometheus' `http_sd_configs` at `/targets`, each with its `image_id` target label, the way a
+cloud's service discovery would. Guests built from the same capture differ by instance UUID.
+Every compute host's pciehp-host-exporter view, covering all its guests, exporter or not, is at
+`/hosts/<host>/metrics` (listed at `/host-targets`), decoded by the host exporter's own code from
+the captures' real config space (demo.hostview).
 """
 
 from __future__ import annotations
@@ -13,23 +16,27 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from demo.hostview import host_report
 from exporter.cli import PlainHandler
 from exporter.collectors import default_sources
 from exporter.exposition import CONTENT_TYPE, render_metrics
 from exporter.kernel_log import KernelLog
 from exporter.paths import Paths
 from exporter.registry import ExporterCollector
+from host.metrics import render
 from tests.support.captures import Capture
 
 
 @dataclass(frozen=True)
 class FleetGuest:
-    """One simulated VM: its image, host, capture (what its kernel looks like) and identity."""
+    """One simulated VM: its image, host, capture (what its kernel looks like) and identity;
+    `exporter` False for an image that runs no guest exporter (seen from the host only)."""
 
     name: str
     image_id: str
     host: str
     capture: Capture
+    exporter: bool = True
 
     @property
     def instance_uuid(self) -> str:
@@ -44,7 +51,8 @@ class Fleet:
         self.guests = {g.name: g for g in guests}
         self._collectors: dict[str, ExporterCollector] = {}
         for g in guests:
-            self._collectors[g.name] = self._build(g)
+            if g.exporter:
+                self._collectors[g.name] = self._build(g)
 
     @staticmethod
     def _build(g: FleetGuest) -> ExporterCollector:
@@ -56,16 +64,30 @@ class Fleet:
     def advance(self, name: str, phase: str) -> None:
         """Show a guest as its capture looked later (e.g. after the host sent device_del)."""
         g = self.guests[name]
-        g = FleetGuest(g.name, g.image_id, g.host, Capture(g.capture.scenario, phase))
+        g = FleetGuest(g.name, g.image_id, g.host, Capture(g.capture.scenario, phase), g.exporter)
         self.guests[name] = g
-        self._collectors[name] = self._build(g)
+        if g.exporter:
+            self._collectors[name] = self._build(g)
 
     def scrape(self, name: str) -> bytes | None:
         collector = self._collectors.get(name)
         return None if collector is None else render_metrics(collector.collect()).encode()
 
+    def host_scrape(self, host: str) -> bytes | None:
+        """That compute host's pciehp-host-exporter scrape: every guest it runs."""
+        on_host = [g for g in self.guests.values() if g.host == host]
+        if not on_host:
+            return None
+        reports = [host_report(g.capture, g.instance_uuid, f"instance-{g.name}") for g in on_host]
+        return render(reports, True)
+
+    @property
+    def exporter_guests(self) -> int:
+        """How many guests run the guest exporter."""
+        return len(self._collectors)
+
     def targets(self, address: str) -> list[dict]:
-        """http_sd_configs answer: one target group per guest, with its image as a label."""
+        """http_sd_configs answer: one target group per guest exporter, its image as a label."""
         return [
             {
                 "targets": [address],
@@ -76,6 +98,15 @@ class Fleet:
                 },
             }
             for g in self.guests.values()
+            if g.exporter
+        ]
+
+    def host_targets(self, address: str) -> list[dict]:
+        """http_sd_configs answer: one host exporter per compute host."""
+        hosts = sorted({g.host for g in self.guests.values()})
+        return [
+            {"targets": [address], "labels": {"__metrics_path__": f"/hosts/{h}/metrics", "host": h}}
+            for h in hosts
         ]
 
 
@@ -99,6 +130,15 @@ class FleetServer:
                 if parts == ["targets"]:
                     body = json.dumps(fleet.targets(address)).encode()
                     self._send(200, "application/json", body)
+                elif parts == ["host-targets"]:
+                    body = json.dumps(fleet.host_targets(address)).encode()
+                    self._send(200, "application/json", body)
+                elif len(parts) == 3 and parts[0] == "hosts" and parts[2] == "metrics":
+                    body = fleet.host_scrape(parts[1])
+                    if body is None:
+                        self._send(404, "text/plain", b"no such host\n")
+                    else:
+                        self._send(200, CONTENT_TYPE, body)
                 elif len(parts) == 3 and parts[0] == "guests" and parts[2] == "metrics":
                     body = fleet.scrape(parts[1])
                     if body is None:
@@ -128,17 +168,20 @@ def default_fleet(size: int = 300) -> list[FleetGuest]:
       a tenth of its VMs were fixed by hand (counter-evidence for the incident);
     - img-debian12: healthy, native PCIe hotplug;
     - img-debian12-acpi: healthy, QEMU's default ACPI hotplug (no pciehp, and that is fine);
-    - img-centos-pc: healthy i440fx guests (ACPI hotplug, no PCIe ports at all).
+    - img-centos-pc: healthy i440fx guests (ACPI hotplug, no PCIe ports at all);
+    - img-imported-acpi: a customer's image brought from another cloud, running no guest exporter;
+      healthy under ACPI hotplug, which only the host exporter can tell.
     """
     mix = (
-        ("img-legacy-aspm", 0.40, "q35_aspm_off", "q35_normal", 10),
-        ("img-debian12", 0.25, "q35_normal", None, 0),
-        ("img-debian12-acpi", 0.20, "q35_acpihp_normal", None, 0),
-        ("img-centos-pc", 0.15, "i440fx_normal", None, 0),
+        ("img-legacy-aspm", 0.40, "q35_aspm_off", "q35_normal", 10, True),
+        ("img-debian12", 0.20, "q35_normal", None, 0, True),
+        ("img-debian12-acpi", 0.15, "q35_acpihp_normal", None, 0, True),
+        ("img-centos-pc", 0.15, "i440fx_normal", None, 0, True),
+        ("img-imported-acpi", 0.10, "q35_acpihp_normal", None, 0, False),
     )
     guests: list[FleetGuest] = []
     n = 0
-    for image, share, scenario, fixed_scenario, fixed_every in mix:
+    for image, share, scenario, fixed_scenario, fixed_every, exporter in mix:
         count = max(1, round(size * share))
         for i in range(count):
             use = fixed_scenario if fixed_every and i % fixed_every == fixed_every - 1 else scenario
@@ -148,6 +191,7 @@ def default_fleet(size: int = 300) -> list[FleetGuest]:
                     image_id=image,
                     host=f"cmp-{n % 17:02d}",
                     capture=Capture(use or scenario),
+                    exporter=exporter,
                 )
             )
             n += 1

@@ -82,10 +82,25 @@ class Pipeline:
         """Every notification (webhook POST) on-call received."""
         return self.oncall.notifications(ONCALL_PATH)
 
-    def guests_scraped(self) -> int:
-        r = servers.http_json(self.prometheus.url + "/api/v1/query?query=count(pciehp_guest_info)")
+    def _count(self, query: str) -> int:
+        r = servers.http_json(self.prometheus.url + "/api/v1/query?query=count(" + query + ")")
         result = r["data"]["result"]  # type: ignore[index]
         return int(float(result[0]["value"][1])) if result else 0
+
+    def guests_scraped(self) -> int:
+        """Guest exporters Prometheus has scraped."""
+        return self._count("pciehp_guest_info")
+
+    def host_views_scraped(self) -> int:
+        """VMs the host exporters report (every guest, exporter or not)."""
+        return self._count("pciehp_host_vm_info")
+
+    def all_scraped(self) -> bool:
+        """Every guest exporter and every VM's host view are in Prometheus."""
+        fleet = self.fleet
+        return self.guests_scraped() >= fleet.exporter_guests and self.host_views_scraped() >= len(
+            fleet.guests
+        )
 
 
 def correlator_config(workdir: Path, reconcile: str, runbooks_url: str) -> Path:
@@ -119,6 +134,17 @@ def running(
                     {"url": f"http://{fleet_server.address}/targets", "refresh_interval": "30s"}
                 ],
                 "relabel_configs": [{"source_labels": ["guest"], "target_label": "instance"}],
+            },
+            {
+                "job_name": "pciehp-host-exporter",
+                "scrape_interval": scrape_interval,
+                "http_sd_configs": [
+                    {
+                        "url": f"http://{fleet_server.address}/host-targets",
+                        "refresh_interval": "30s",
+                    }
+                ],
+                "relabel_configs": [{"source_labels": ["host"], "target_label": "instance"}],
             },
             {
                 "job_name": "pciehp-correlator",

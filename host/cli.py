@@ -14,7 +14,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter.cli import split_address
 from exporter.exposition import write_textfile
-from host.metrics import families
+from host.metrics import render
 from host.monitor import MonitorError
 from host.probe import History, VmReport, probe_with_deadline
 from host.vms import Target, libvirt_targets, qmp_targets
@@ -65,18 +65,8 @@ class HostExporter:
     async def scrape(self, registry: CollectorRegistry | None = None) -> bytes:
         """One scrape in the text exposition format (plus process metrics when given)."""
         reports, ok = await self.probe_all()
-        out = generate_latest(_Static(families(reports, ok)))
+        out = render(reports, ok)
         return out + (generate_latest(registry) if registry is not None else b"")
-
-
-class _Static:
-    """A registry-shaped holder of already built families, for generate_latest."""
-
-    def __init__(self, fams: list) -> None:
-        self._fams = fams
-
-    def collect(self):
-        return iter(self._fams)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from host.probe import VmReport
@@ -81,3 +82,18 @@ def families(reports: Iterable[VmReport], discovery_ok: bool) -> list[Metric]:
                 if value is not None:
                     port_fams[key].add_metric(labels, 1.0 if value else 0.0)
     return [vm_info, verdict, *port_fams.values(), success, duration, discovery]
+
+
+class _Built:
+    """Already built families, shaped as a registry for generate_latest."""
+
+    def __init__(self, fams: list[Metric]) -> None:
+        self._fams = fams
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._fams)
+
+
+def render(reports: Iterable[VmReport], discovery_ok: bool) -> bytes:
+    """One scrape of these reports in the text exposition format."""
+    return generate_latest(_Built(families(reports, discovery_ok)))  # type: ignore[arg-type]

@@ -1,9 +1,10 @@
-"""Guest facts from Prometheus with a fixed set of instant queries per reconcile.
+"""Guest and host facts from Prometheus with a fixed set of instant queries per reconcile.
 
 However many alerts fire, one reconcile runs at most four PromQL queries: the guests'
-`pciehp_guest_info` for the affected instance UUIDs, then three metric-family queries
-restricted to those guests' (job, instance) targets. The results are joined in Python into
-one GuestFacts per instance UUID.
+`pciehp_guest_info` and the host exporters' `pciehp_host_*` series for the affected instance
+UUIDs, then two metric-family queries restricted to those guests' (job, instance) targets:
+ports with the exporter's own unplug verdict, and guest metadata. The results are joined in
+Python into one GuestFacts per instance UUID.
 """
 
 from __future__ import annotations
@@ -16,37 +17,54 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from correlator.model import GuestFacts, OscFacts, PortFacts
+from correlator.model import GuestFacts, HostFacts, HostPortFacts, OscFacts, PortFacts
 from correlator.sources import decode_json
 
 PORT_FAMILIES = (
     "pciehp_port_info",
+    "pciehp_port_unplug_verdict",
     "pciehp_port_hotplug_capable",
     "pciehp_port_service_bound",
     "pciehp_port_irq_registered",
     "pciehp_slot_button_pending",
     "pciehp_slot_interrupt_enabled",
+    "pciehp_slot_unplug_unanswered",
 )
-# Which series a port field comes from (slot and port_type: pciehp_port_info, always queried).
-FIELD_SOURCES = {
-    "hotplug_capable": "pciehp_port_hotplug_capable",
-    "service_bound": "pciehp_port_service_bound",
-    "irq_registered": "pciehp_port_irq_registered",
-    "button_pending": "pciehp_slot_button_pending",
-    "interrupt_enabled": "pciehp_slot_interrupt_enabled",
-    "handler": "pciehp_port_hotplug_handler",
-    "attention_buttons": "pciehp_events_total",
-    "power_off_requests": "pciehp_events_total",
-}
-GUEST_FAMILIES = ("pciehp_osc_info", "pciehp_kernel_param", "pciehp_rescan_workaround")
-EVENTS = {"attention_button": "attention_buttons", "power_off_request": "power_off_requests"}
+GUEST_FAMILIES = (
+    "pciehp_osc_info",
+    "pciehp_kernel_param",
+    "pciehp_rescan_workaround",
+    "pciehp_fact_unknown",
+)
+HOST_FAMILIES = (
+    "pciehp_host_vm_info",
+    "pciehp_host_vm_verdict",
+    "pciehp_host_probe_success",
+    "pciehp_host_port_hotplug_capable",
+    "pciehp_host_port_driver_armed",
+    "pciehp_host_port_interrupt_enabled",
+    "pciehp_host_slot_adapter_present",
+    "pciehp_host_slot_button_pending",
+    "pciehp_host_port_unplug_ready",
+)
 _PORT_VALUES = {
     "pciehp_port_hotplug_capable": "hotplug_capable",
     "pciehp_port_service_bound": "service_bound",
     "pciehp_port_irq_registered": "irq_registered",
     "pciehp_slot_button_pending": "button_pending",
     "pciehp_slot_interrupt_enabled": "interrupt_enabled",
+    "pciehp_slot_unplug_unanswered": "unplug_unanswered",
 }
+_HOST_PORT_VALUES = {
+    "pciehp_host_port_hotplug_capable": "hotplug_capable",
+    "pciehp_host_port_driver_armed": "driver_armed",
+    "pciehp_host_port_interrupt_enabled": "interrupt_enabled",
+    "pciehp_host_slot_adapter_present": "adapter_present",
+    "pciehp_host_slot_button_pending": "button_pending",
+    "pciehp_host_port_unplug_ready": "unplug_ready",
+}
+# Handlers that answer an unplug, for exporters older than pciehp_port_unplug_verdict.
+_ANSWERING_HANDLERS = ("pciehp", "pciehp_poll", "acpiphp")
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
 
 
@@ -74,6 +92,8 @@ class _Guest:
     cmdline: dict[str, str] = field(default_factory=dict)
     rescan: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    verdicts: bool = False
 
 
 def _address(labels: Mapping[str, str]) -> str:
@@ -96,20 +116,7 @@ class PrometheusSource:
         image_label: str = "image_id",
         selector: str = "",
         timeout: float = 10.0,
-        port_fields: Collection[str] | None = None,
     ) -> None:
-        fields_ = (
-            set(FIELD_SOURCES) | {"slot", "port_type"} if port_fields is None else set(port_fields)
-        )
-        self.families = [
-            f for f in PORT_FAMILIES if any(FIELD_SOURCES.get(x) == f for x in fields_)
-        ]
-        slot_families = {"pciehp_slot_button_pending", "pciehp_slot_interrupt_enabled"}
-        if "port_type" in fields_ or ("slot" in fields_ and not slot_families & {*self.families}):
-            self.families.insert(0, "pciehp_port_info")
-        self.families = self.families or ["pciehp_port_info"]
-        self.handler = "handler" in fields_
-        self.events = [e for e, field_name in EVENTS.items() if field_name in fields_]
         self.session = session
         self.url = url.rstrip("/")
         self.image_label = image_label
@@ -117,52 +124,71 @@ class PrometheusSource:
         self.timeout = timeout
         self.queries_total = 0
 
+    def _extra(self) -> str:
+        return f", {self.selector}" if self.selector else ""
+
     def guest_query(self, uuids: Collection[str]) -> str:
         """First query: the guests (and their targets) of these instance UUIDs."""
-        extra = f", {self.selector}" if self.selector else ""
         return (
-            f"pciehp_guest_info{{instance_uuid=~{promql_string(regex_alternatives(uuids))}{extra}}}"
+            f"pciehp_guest_info{{instance_uuid=~{promql_string(regex_alternatives(uuids))}"
+            f"{self._extra()}}}"
+        )
+
+    def host_query(self, uuids: Collection[str]) -> str:
+        """The host exporters' view of these VMs (DESIGN.md host/), in one query."""
+        names = "|".join(HOST_FAMILIES)
+        return (
+            f'{{__name__=~"{names}", '
+            f"instance_uuid=~{promql_string(regex_alternatives(uuids))}{self._extra()}}}"
         )
 
     def fact_queries(self, targets: Collection[tuple[str, str]]) -> list[str]:
-        """The family queries (ports, guest metadata, events if needed) for these targets.
+        """The family queries (ports with their verdicts, guest metadata) for these targets.
 
         Selecting by target label keeps Prometheus from touching the rest of the fleet, and
         `max by` drops the labels the join does not need, which keeps the answer small.
         """
         jobs = promql_string(regex_alternatives({j for j, _ in targets}))
         instances = promql_string(regex_alternatives({i for _, i in targets}))
-        sel = f"job=~{jobs}, instance=~{instances}" + (
-            f", {self.selector}" if self.selector else ""
-        )
+        sel = f"job=~{jobs}, instance=~{instances}{self._extra()}"
         port = "__name__, job, instance, segment, bus, device, function"
-        ports = f'{{__name__=~"{"|".join(self.families)}", {sel}}}'
-        if self.handler:
-            ports = f"({ports} or pciehp_port_hotplug_handler{{{sel}}} == 1)"
+        ports = (
+            f'({{__name__=~"{"|".join(PORT_FAMILIES)}", {sel}}} '
+            f"or pciehp_port_hotplug_handler{{{sel}}} == 1)"
+        )
         meta = "|".join(GUEST_FAMILIES)
-        out = [
-            f"max by ({port}, slot, port_type, handler) {ports}",
+        return [
+            f"max by ({port}, slot, port_type, handler, verdict, reason) {ports}",
             f'{{__name__=~"{meta}", {sel}}} or pciehp_collector_success{{{sel}}} == 0',
         ]
-        if self.events:
-            events = "|".join(self.events)
-            out.append(f'sum by ({port}, event) (pciehp_events_total{{event=~"{events}", {sel}}})')
-        return out
 
     def peers_query(self, images: Collection[str]) -> str:
-        """Guests of these images that can hot-unplug: no hotplug-capable port without a handler.
+        """Guests of these images that can hot-unplug: every port's verdict is `ready`.
 
         Computed by Prometheus, so the answer is one series per healthy guest, whatever the size
-        of the fleet. These are the incident's counter-evidence among guests with no alert.
+        of the fleet. These are the incident's counter-evidence among guests with no alert. A
+        guest with any fact unknown is never counted; an exporter older than the verdict counts
+        when a handler answers on some port and no hotplug-capable port lacks one.
         """
         il = self.image_label
-        extra = f", {self.selector}" if self.selector else ""
-        sel = f"{il}=~{promql_string(regex_alternatives(images))}{extra}"
+        sel = f"{il}=~{promql_string(regex_alternatives(images))}{self._extra()}"
         port = "job, instance, segment, bus, device, function"
-        return (
-            f"max by (job, instance, instance_uuid, {il}) (pciehp_guest_info{{{sel}}}) "
+        verdict = f"pciehp_port_unplug_verdict{{{sel}}}"
+        answering = "|".join(_ANSWERING_HANDLERS)
+        ready = (
+            f'(pciehp_port_unplug_verdict{{verdict="ready", {sel}}} '
+            f'unless on (job, instance) pciehp_port_unplug_verdict{{verdict!="ready", {sel}}})'
+        )
+        legacy_ready = (
+            f'((pciehp_port_hotplug_handler{{handler=~"{answering}", {sel}}} == 1 '
             f'unless on (job, instance) (pciehp_port_hotplug_handler{{handler="none", {sel}}} == 1 '
-            f"and on ({port}) pciehp_port_hotplug_capable{{{sel}}} == 1)"
+            f"and on ({port}) pciehp_port_hotplug_capable{{{sel}}} == 1)) "
+            f"unless on (job, instance) {verdict})"
+        )
+        return (
+            f"(max by (job, instance, instance_uuid, {il}) (pciehp_guest_info{{{sel}}}) "
+            f"and on (job, instance) ({ready} or {legacy_ready})) "
+            f"unless on (job, instance) pciehp_fact_unknown{{{sel}}}"
         )
 
     async def healthy_peers(self, images: Collection[str]) -> dict[str, set[str]]:
@@ -203,37 +229,41 @@ class PrometheusSource:
         return data.get("result", [])
 
     async def facts(self, uuids: Collection[str], now: float) -> dict[str, GuestFacts]:
-        """Facts for every instance UUID that has a guest exporter in Prometheus.
+        """Facts for every instance UUID that has a guest exporter or a host exporter.
 
-        At most four queries, whatever the number of UUIDs: the guests first, then the metric
-        families of their targets in parallel. Only the port facts the diagnosis table reads
-        are asked for.
+        At most four queries, whatever the number of UUIDs: the guests and the hosts' view
+        first, then the metric families of the guests' targets in parallel.
         """
         if not uuids:
             return {}
-        guests = await self._query(self.guest_query(uuids))
+        guests, hosts = await asyncio.gather(
+            self._query(self.guest_query(uuids)), self._query(self.host_query(uuids))
+        )
         targets = {
             (g["metric"].get("job", ""), g["metric"].get("instance", ""))  # type: ignore[union-attr]
             for g in guests
         }
-        if not targets:
-            return {}
-        ports, meta, *events = await asyncio.gather(
-            *(self._query(q) for q in self.fact_queries(targets))
-        )
-        return await asyncio.to_thread(
-            self.join, guests, ports, events[0] if events else [], meta, now
-        )
+        ports: list[Mapping[str, object]] = []
+        meta: list[Mapping[str, object]] = []
+        if targets:
+            ports, meta = await asyncio.gather(
+                *(self._query(q) for q in self.fact_queries(targets))
+            )
+        return await asyncio.to_thread(self.join, guests, ports, meta, now, hosts)
 
     def join(
         self,
         guests: list[Mapping[str, object]],
         ports: list[Mapping[str, object]],
-        events: list[Mapping[str, object]],
         meta: list[Mapping[str, object]],
         now: float,
+        hosts: list[Mapping[str, object]] | None = None,
     ) -> dict[str, GuestFacts]:
-        """Turn the four query results into GuestFacts keyed by instance UUID."""
+        """Turn the query results into GuestFacts keyed by instance UUID.
+
+        An instance seen only by its host exporter gets GuestFacts with `guest_data` False and
+        the host's view attached.
+        """
         by_target: dict[tuple[str, str], _Guest] = {}
         for sample in sorted(guests, key=lambda s: sorted(s["metric"].items())):  # type: ignore[union-attr]
             labels: Mapping[str, str] = sample["metric"]  # type: ignore[assignment]
@@ -242,32 +272,38 @@ class PrometheusSource:
         def guest_of(labels: Mapping[str, str]) -> _Guest | None:
             return by_target.get((labels.get("job", ""), labels.get("instance", "")))
 
+        by_slot: list[tuple[_Guest, Mapping[str, str], float]] = []
         for sample in ports:
             labels = sample["metric"]  # type: ignore[assignment]
             g = guest_of(labels)
             if g is None:
                 continue
-            port = g.ports[_address(labels)]
             name = labels.get("__name__", "")
             value = _value(sample)
+            if "bus" not in labels and labels.get("slot"):
+                by_slot.append((g, labels, value))  # a slot series without the port's address
+                continue
+            port = g.ports[_address(labels)]
             if name == "pciehp_port_info":
                 port["slot"] = labels.get("slot", "")
                 port["port_type"] = labels.get("port_type", "")
             elif name == "pciehp_port_hotplug_handler":
                 if value == 1:
                     port["handler"] = labels.get("handler", "")
+            elif name == "pciehp_port_unplug_verdict":
+                if value == 1:
+                    port["verdict"] = labels.get("verdict", "") or "unknown"
+                    port["reason"] = labels.get("reason", "")
+                    g.verdicts = True
             elif name in _PORT_VALUES:
                 port[_PORT_VALUES[name]] = value
                 if labels.get("slot"):
                     port.setdefault("slot", labels["slot"])
-        for sample in events:
-            labels = sample["metric"]  # type: ignore[assignment]
-            g = guest_of(labels)
-            field_name = EVENTS.get(labels.get("event", ""))
-            if g is None or field_name is None:
-                continue
-            port = g.ports[_address(labels)]
-            port[field_name] = float(port.get(field_name, 0.0)) + _value(sample)  # type: ignore[arg-type]
+        for g, labels, value in by_slot:
+            name = _PORT_VALUES.get(labels.get("__name__", ""))
+            for port in g.ports.values():
+                if name and port.get("slot") == labels["slot"]:
+                    port[name] = value
         for sample in meta:
             labels = sample["metric"]  # type: ignore[assignment]
             g = guest_of(labels)
@@ -287,14 +323,20 @@ class PrometheusSource:
                 g.cmdline[labels.get("param", "")] = labels.get("value", "")
             elif name == "pciehp_rescan_workaround":
                 g.rescan.append(labels.get("source", ""))
+            elif name == "pciehp_fact_unknown" and _value(sample) == 1:
+                g.unknown.append(f"{labels.get('fact', '?')} ({labels.get('reason', '?')})")
             elif name == "pciehp_collector_success" and _value(sample) == 0:
                 g.failed.append(labels.get("collector", ""))
 
+        host_facts = join_hosts(hosts or [], now)
         out: dict[str, GuestFacts] = {}
         for (job, target), g in by_target.items():
             uuid = g.info.get("instance_uuid", "")
             if not uuid or uuid in out:
                 continue
+            if not g.verdicts:
+                for port in g.ports.values():
+                    port.update(legacy_verdict(port))
             out[uuid] = GuestFacts(
                 instance_uuid=uuid,
                 machine=g.info.get("machine", ""),
@@ -310,6 +352,74 @@ class PrometheusSource:
                 cmdline=dict(sorted(g.cmdline.items())),
                 rescan_workarounds=tuple(sorted(g.rescan)),
                 collectors_failed=tuple(sorted(g.failed)),
+                facts_unknown=tuple(sorted(set(g.unknown))),
                 observed_at=now,
+                host=host_facts.get(uuid),
             )
+        for uuid, hf in host_facts.items():
+            if uuid not in out:
+                out[uuid] = GuestFacts(
+                    instance_uuid=uuid, observed_at=now, guest_data=False, host=hf
+                )
         return out
+
+
+def legacy_verdict(port: Mapping[str, object]) -> dict[str, str]:
+    """A port verdict for exporters that predate pciehp_port_unplug_verdict.
+
+    Only positive facts count: a handler that answers makes the port ready, a hotplug-capable
+    port without one makes it not ready, a port read as not hotplug-capable gets no verdict
+    (as the exporter's contract has it), and anything else (a fact absent) stays unknown.
+    """
+    handler = port.get("handler")
+    capable = port.get("hotplug_capable")
+    if handler in _ANSWERING_HANDLERS:
+        return {"verdict": "ready", "reason": f"handler_{handler}"}
+    if handler == "none" and capable == 1:
+        return {"verdict": "not_ready", "reason": "no_handler"}
+    if capable == 0 and not port.get("slot"):
+        return {}
+    return {"verdict": "unknown", "reason": "no_verdict"}
+
+
+def join_hosts(samples: list[Mapping[str, object]], now: float) -> dict[str, HostFacts]:
+    """The host exporters' series (pciehp_host_*) as one HostFacts per instance UUID."""
+    vms: dict[str, dict[str, object]] = {}
+    ports: dict[str, dict[str, dict[str, object]]] = defaultdict(lambda: defaultdict(dict))
+    for sample in samples:
+        labels: Mapping[str, str] = sample["metric"]  # type: ignore[assignment]
+        uuid = labels.get("instance_uuid", "")
+        if not uuid:
+            continue
+        vm = vms.setdefault(uuid, {})
+        name = labels.get("__name__", "")
+        value = _value(sample)
+        if name == "pciehp_host_vm_info":
+            vm.update(
+                hotplug=labels.get("hotplug", ""),
+                machine=labels.get("machine", ""),
+                domain=labels.get("domain", ""),
+            )
+        elif name == "pciehp_host_vm_verdict" and value == 1:
+            vm.update(
+                verdict=labels.get("verdict", "") or "unknown", reason=labels.get("reason", "")
+            )
+        elif name == "pciehp_host_probe_success":
+            vm["probe_success"] = value
+        elif name in _HOST_PORT_VALUES:
+            port = ports[uuid][_address(labels)]
+            port[_HOST_PORT_VALUES[name]] = value
+            if labels.get("port_id"):
+                port["port_id"] = labels["port_id"]
+    return {
+        uuid: HostFacts(
+            instance_uuid=uuid,
+            ports=tuple(
+                HostPortFacts(address=addr, **fields)  # type: ignore[arg-type]
+                for addr, fields in sorted(ports[uuid].items())
+            ),
+            observed_at=now,
+            **vm,  # type: ignore[arg-type]
+        )
+        for uuid, vm in vms.items()
+    }

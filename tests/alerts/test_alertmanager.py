@@ -28,6 +28,7 @@ AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 ROUTE_CASES = yaml.safe_load((ALERTS / "tests" / "routes.yml").read_text())["cases"]
 CONFIG = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
 DETACH_MATCHER = 'alertname=~".*Detach.*(Timeout|Failed).*"'
+EXPLAINED_MATCHER = 'alertname="PCIeHotplugDetachExplained"'
 # The correlator's worst-case latency from a detach alert to its pushed root cause, with its
 # defaults: webhook debounce (0.2 s) + one reconcile interval (15 s) + queries and the push.
 CORRELATOR_LATENCY_SECONDS = 30
@@ -92,16 +93,24 @@ def test_detach_alerts_wait_for_the_correlator_before_paging() -> None:
     ]
     (to_oncall,) = [r for r in routes_for(DETACH_MATCHER) if r["receiver"] == "oncall"]
     assert to_correlator["continue"] is True
-    assert to_correlator["group_by"] == to_oncall["group_by"] == ["image_id"]
+    assert to_correlator["group_by"] == ["image_id"]
+    # each instance's first alert opens its own group, so it waits group_wait for its marker
+    assert to_oncall["group_by"] == ["image_id", "instance_uuid"]
     assert seconds(to_oncall["group_wait"]) > (
         seconds(to_correlator["group_wait"]) + CORRELATOR_LATENCY_SECONDS
     )
 
 
-def test_root_cause_is_grouped_per_image_for_oncall() -> None:
+def test_root_cause_is_grouped_per_image_or_host_for_oncall() -> None:
     (route,) = routes_for('alertname="PCIeHotplugRootCause"')
     assert route["receiver"] == "oncall"
-    assert route["group_by"] == ["image_id"]
+    assert route["group_by"] == ["image_id", "host"]
+
+
+def test_explained_markers_notify_nobody_and_come_first() -> None:
+    (route,) = routes_for(EXPLAINED_MATCHER)
+    assert route["receiver"] == "blackhole" and not route.get("continue")
+    assert CONFIG["route"]["routes"].index(route) == 0
 
 
 def test_example_host_alerts_match_the_correlator_pattern() -> None:
@@ -113,14 +122,14 @@ def test_example_host_alerts_match_the_correlator_pattern() -> None:
 
 def test_inhibit_rules_name_existing_alerts() -> None:
     """A renamed alert must not silently escape inhibition."""
-    known = alert_names() | {"PCIeHotplugRootCause"}
+    known = alert_names() | {"PCIeHotplugRootCause", "PCIeHotplugDetachExplained"}
     rules = CONFIG["inhibit_rules"]
-    contract = [r for r in rules if DETACH_MATCHER in r["target_matchers"]]
-    assert contract and contract[0]["source_matchers"][0] == 'alertname="PCIeHotplugRootCause"'
-    assert contract[0]["equal"] == ["image_id"]
+    (contract,) = [r for r in rules if DETACH_MATCHER in r["target_matchers"]]
+    assert contract["source_matchers"] == [EXPLAINED_MATCHER, 'instance_uuid!=""']
+    assert contract["equal"] == ["instance_uuid"]
     for rule in rules:
-        assert rule["equal"] == ["image_id"]
-        assert 'image_id!=""' in rule["source_matchers"]
+        (equal,) = rule["equal"]
+        assert f'{equal}!=""' in rule["source_matchers"]
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             m = re.fullmatch(r'alertname(=~|=)"(.*)"', matcher)
             if m and matcher != DETACH_MATCHER:
@@ -128,10 +137,11 @@ def test_inhibit_rules_name_existing_alerts() -> None:
                 assert set(names) <= known, matcher
 
 
-def test_root_cause_inhibits_only_its_images_detach_alerts(tmp_path: Path) -> None:
+def test_explained_marker_mutes_exactly_its_instances_detach_alerts(tmp_path: Path) -> None:
     """Real Alertmanager, our config: detach alerts of image A reach the correlator at once;
-    the test (acting as the correlator) pushes PCIeHotplugRootCause for A; on-call then gets
-    the root cause and image B's detach alerts, never A's, until the root cause resolves."""
+    the test (acting as the correlator) pushes PCIeHotplugRootCause for A and
+    PCIeHotplugDetachExplained for u-1 only (u-2 has no facts). On-call gets the root cause,
+    u-2's and image B's detach alerts, never u-1's, until the marker resolves."""
     recorder = Recorder().start()
     try:
         am = servers.alertmanager(
@@ -141,6 +151,7 @@ def test_root_cause_inhibits_only_its_images_detach_alerts(tmp_path: Path) -> No
         with servers.running(am):
             a_alerts = [
                 detach_alert("NovaDeviceDetachEventTimeout", "img-a", "u-1", "vdb"),
+                detach_alert("NovaDeviceDetachFailed", "img-a", "u-1", "vdc"),
                 detach_alert("NovaDeviceDetachFailed", "img-a", "u-2", "vdc"),
             ]
             post_alerts(am.url, a_alerts)
@@ -161,45 +172,62 @@ def test_root_cause_inhibits_only_its_images_detach_alerts(tmp_path: Path) -> No
                 "annotations": {"summary": "pcie_aspm=off", "runbook_url": "x"},
                 "endsAt": rfc3339(300),
             }
-            post_alerts(am.url, [root_cause])
+            explained = {
+                "labels": {
+                    "alertname": "PCIeHotplugDetachExplained",
+                    "instance_uuid": "u-1",
+                    "image_id": "img-a",
+                    "root_cause": "pcie_aspm_off",
+                    "host": "cmp-1",
+                },
+                "annotations": {"summary": "explained"},
+                "endsAt": rfc3339(300),
+            }
+            post_alerts(am.url, [root_cause, explained])
             post_alerts(am.url, [detach_alert("NovaDeviceDetachFailed", "img-b", "u-3", "vdd")])
 
-            def oncall_has(image: str, alertname_re: str) -> bool:
+            def oncall_has(uuid_or_image: str, alertname_re: str) -> bool:
                 return any(
-                    a["labels"].get("image_id") == image
+                    uuid_or_image in (a["labels"].get("image_id"), a["labels"].get("instance_uuid"))
                     and re.fullmatch(alertname_re, a["labels"]["alertname"])
                     for a in recorder.alerts("/oncall")
                 )
 
             # B's group was created after A's with the same group_wait, so once B's detach
-            # alerts are delivered, A's group has been flushed too (and muted).
+            # alerts are delivered, A's group has been flushed too (and u-1's muted).
             servers.wait_until(
                 lambda: (
                     oncall_has("img-b", DETACH_ALERTNAME.pattern)
+                    and oncall_has("u-2", DETACH_ALERTNAME.pattern)
                     and oncall_has("img-a", "PCIeHotplugRootCause")
                 ),
                 timeout=30,
-                what="root cause and image B's detach alert at on-call",
+                what="root cause, u-2's and image B's detach alerts at on-call",
             )
-            assert not oncall_has("img-a", DETACH_ALERTNAME.pattern)
+            assert not oncall_has("u-1", DETACH_ALERTNAME.pattern)
+            assert not oncall_has("u-1", "PCIeHotplugDetachExplained")
 
             listed = servers.http_json(am.url + '/api/v2/alerts?filter=image_id="img-a"')
             states = {
-                a["labels"]["alertname"]: (a["status"]["state"], a["status"]["inhibitedBy"])
+                (a["labels"]["alertname"], a["labels"].get("instance_uuid", "")): (
+                    a["status"]["state"],
+                    a["status"]["inhibitedBy"],
+                )
                 for a in listed  # type: ignore[union-attr]
             }
-            assert states["PCIeHotplugRootCause"] == ("active", [])
+            assert states[("PCIeHotplugRootCause", "")] == ("active", [])
             for name in ("NovaDeviceDetachEventTimeout", "NovaDeviceDetachFailed"):
-                state, by = states[name]
+                state, by = states[(name, "u-1")]
                 assert state == "suppressed" and len(by) == 1
+            assert states[("NovaDeviceDetachFailed", "u-2")] == ("active", [])
 
-            # Resolve the root cause: the same detach alerts now page, so it was the
-            # inhibition (not routing) that held them back.
-            post_alerts(am.url, [{**root_cause, "endsAt": rfc3339(-1)}])
+            # Resolve the marker: u-1's detach alerts now page, so it was the inhibition (not
+            # routing) that held them back.
+            post_alerts(am.url, [{**explained, "endsAt": rfc3339(-1)}])
             servers.wait_until(
-                lambda: oncall_has("img-a", DETACH_ALERTNAME.pattern),
+                lambda: oncall_has("u-1", DETACH_ALERTNAME.pattern),
                 timeout=30,
-                what="image A's detach alerts after the root cause resolved",
+                what="u-1's detach alerts after the marker resolved",
             )
     finally:
         recorder.stop()

@@ -26,6 +26,9 @@ ROOT_CAUSES = (
     "guest_unresponsive",
     "host_side",
     "no_guest_data",
+    "guest_facts_unknown",
+    "guest_no_hotplug_driver",
+    "unplug_before_guest_ready",
 )
 # Alerts about a guest's ability to answer an unplug: ACPI-hotplug and poll-mode guests are
 # served and must stay quiet.

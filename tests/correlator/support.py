@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 DETACH = "NovaDeviceDetachFailed"
 ROOT_CAUSE = "PCIeHotplugRootCause"
+EXPLAINED = "PCIeHotplugDetachExplained"
 UUID_FILE = Path("sys/devices/virtual/dmi/id/product_uuid")
 
 # Fast timings so the tests finish in seconds (production defaults are in config.example.yml).
@@ -181,9 +182,9 @@ def am_config(correlator_url: str, token_file: Path | None = None) -> dict:
         "receivers": [{"name": "correlator", "webhook_configs": [hook]}, {"name": "blackhole"}],
         "inhibit_rules": [
             {
-                "source_matchers": [f'alertname="{ROOT_CAUSE}"', 'image_id!=""'],
+                "source_matchers": [f'alertname="{EXPLAINED}"', 'instance_uuid!=""'],
                 "target_matchers": ['alertname=~".*Detach.*(Timeout|Failed).*"'],
-                "equal": ["image_id"],
+                "equal": ["instance_uuid"],
             }
         ],
     }
@@ -318,6 +319,7 @@ class Correlator:
         return servers.http_json(self.url + path)
 
     def incidents(self, image_id: str | None = None) -> list[dict]:
+        """Incidents (of one image; "" selects host incidents, which have no image)."""
         data = self.get("/api/v1/incidents")["data"]  # type: ignore[index]
         return [i for i in data if image_id is None or i["image_id"] == image_id]
 

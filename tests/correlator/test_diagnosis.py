@@ -3,14 +3,15 @@ variants of that output edited the way the other kernel configurations change it
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
 from correlator.config import Config, ConfigError
 from correlator.diagnosis import DiagnosisTable
-from correlator.model import GuestFacts, Verdict
-from correlator.sources.prometheus import EVENTS, GUEST_FAMILIES, PORT_FAMILIES, PrometheusSource
+from correlator.model import GuestFacts, HostFacts, HostPortFacts, Verdict
+from correlator.sources.prometheus import GUEST_FAMILIES, PORT_FAMILIES, PrometheusSource
 from tests.correlator.support import exporter_once, exposition_results
 from tests.support.captures import Capture
 
@@ -23,6 +24,7 @@ CAPTURES = {
     "acpihp": Capture("q35_acpihp_normal"),
     "i440fx": Capture("i440fx_normal"),
 }
+PORT_RE = re.compile(r'pciehp_port_info\{address="[^"]*",bus="(..)",device="(..)",function="(.)"')
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,6 @@ def facts_of(exposition: str) -> GuestFacts:
     def named(names) -> list[dict]:
         return [r for r in rows if r["metric"]["__name__"] in names]
 
-    events = [r for r in named({"pciehp_events_total"}) if r["metric"].get("event") in EVENTS]
     # What the queries return: handler rows only where 1, collector_success only where 0.
     handlers = [r for r in named({"pciehp_port_hotplug_handler"}) if r["value"][1] == "1.0"]
     failed = [r for r in named({"pciehp_collector_success"}) if r["value"][1] == "0.0"]
@@ -46,12 +47,41 @@ def facts_of(exposition: str) -> GuestFacts:
     joined = src.join(
         named({"pciehp_guest_info"}),
         named(PORT_FAMILIES) + handlers,
-        events,
         named(GUEST_FAMILIES) + failed,
         now=0,
     )
     assert len(joined) == 1
     return next(iter(joined.values()))
+
+
+def ports_of(text: str) -> list[tuple[str, str, str]]:
+    return PORT_RE.findall(text)
+
+
+def with_verdicts(text: str, verdict: str, reason: str) -> str:
+    """Replace the exporter's port verdicts: every port gets this verdict and reason."""
+    text = "".join(
+        line + "\n"
+        for line in text.splitlines()
+        if not line.startswith("pciehp_port_unplug_verdict{")
+    )
+    for bus, dev, fn in ports_of(text):
+        text += (
+            f'pciehp_port_unplug_verdict{{bus="{bus}",device="{dev}",function="{fn}",'
+            f'reason="{reason}",segment="0000",verdict="{verdict}"}} 1.0\n'
+        )
+    return text
+
+
+def config_cut(text: str) -> str:
+    """What an exporter without CAP_SYS_ADMIN reads: config space cut to 64 bytes."""
+    kept = [
+        line
+        for line in text.splitlines()
+        if not line.startswith(("pciehp_port_hotplug_capable{", "pciehp_slot_button_pending{"))
+    ]
+    kept.append('pciehp_fact_unknown{fact="hotplug_capable",reason="config_truncated"} 1.0')
+    return "\n".join(kept) + "\n"
 
 
 def diagnose(exposition: str) -> Verdict:
@@ -96,27 +126,40 @@ def test_the_real_pcie_aspm_off_capture_is_pcie_aspm_off(text):
     for name in ("aspm_off", "aspm_off_unplugged"):
         v = diagnose(text[name])
         assert v.cause == "pcie_aspm_off", name
-        assert v.evidence == (
-            "12 of 12 ports have hotplug_capable=1, handler=none, e.g. 0000:00:02.0",
-            "_OSC on PNP0A08:00: outcome not_requested",
-            "_OSC on PNP0A08:00: the OS lacks ASPM support (missing: ASPM ClockPM)",
-            "kernel command line has pcie_aspm=off",
-        )
+        assert v.evidence[0].startswith("12 of 12 ports have verdict=not_ready, e.g. 0000:00:02.0")
+        assert "because no_handler" in v.evidence[0]
+        assert v.evidence[1:] == ("kernel command line has pcie_aspm=off",)
         assert not v.guest_can_unplug
+
+
+def test_the_cause_rests_on_the_exporters_verdict_not_on_port_facts(text):
+    """An exporter's verdict wins over the correlator's reading of the raw port series."""
+    ready = with_verdicts(text["aspm_off"], "ready", "pciehp_poll")
+    v = diagnose(ready)
+    assert v.cause == "host_side"
+    assert "verdict ready because pciehp_poll" in " ".join(v.evidence)
+    assert diagnose(with_verdicts(text["normal"], "not_ready", "no_handler")).cause == (
+        "pciehp_unavailable"
+    )
+
+
+def test_with_the_boot_lines_gone_pcie_aspm_off_is_still_named(text):
+    t = re.sub(r"pciehp_osc_info\{[^\n]*\n", "", text["aspm_off"])
+    t = with_osc(t + 'pciehp_osc_info{bridge="PNP0A08:00"} 1.0\n', "unknown")
+    assert diagnose(t).cause == "pcie_aspm_off"
 
 
 def test_the_stuck_unplug_is_seen_on_the_port(text):
     port = next(p for p in facts_of(text["aspm_off_unplugged"]).ports if p.address.endswith("02.0"))
     assert (port.button_pending, port.interrupt_enabled, port.handler) == (1, 0, "none")
+    assert (port.verdict, port.reason) == ("not_ready", "no_handler")
 
 
 @pytest.mark.parametrize("name", ["normal", "normal_unplugged", "acpihp", "i440fx"])
 def test_guests_that_can_hot_unplug_point_at_the_host(text, name):
     v = diagnose(text[name])
     assert v.cause == "host_side" and v.guest_can_unplug
-    assert v.evidence[-1].startswith(
-        "no port has handler in {pciehp, pciehp_poll}, button_pending=1"
-    )
+    assert v.evidence[-1].startswith("no port has verdict in {not_ready, unknown}")
 
 
 def test_acpi_hotplug_guest_is_not_broken_whatever_its_cmdline_says(text):
@@ -124,11 +167,9 @@ def test_acpi_hotplug_guest_is_not_broken_whatever_its_cmdline_says(text):
     acpi = with_osc(acpi, "not_requested", missing="ASPM ClockPM")
     v = diagnose(acpi)
     assert v.cause == "host_side"
-    assert v.evidence[0] == (
-        "12 of 12 ports have handler in {pciehp, pciehp_poll, acpiphp}, e.g. 0000:00:02.0 (slot 0)"
-    )
+    assert v.evidence[2].startswith("12 of 12 ports have verdict=ready, e.g. 0000:00:02.0 (slot 0)")
     i440fx = with_params(text["i440fx"], pcie_aspm="off")
-    assert diagnose(i440fx).evidence[0] == "machine is i440fx"
+    assert "machine is i440fx" in diagnose(i440fx).evidence
 
 
 def test_kernel_without_aspm_support_is_aspm_unsupported(text):
@@ -137,11 +178,14 @@ def test_kernel_without_aspm_support_is_aspm_unsupported(text):
     assert v.evidence[-1] == "kernel command line has no pcie_aspm=off"
 
 
-def test_pci_nomsi_is_msi_disabled(text):
+def test_pci_nomsi_is_msi_disabled_also_among_other_pci_values(text):
     t = with_params(text["aspm_off"], pcie_aspm=None, pci="nomsi")
     v = diagnose(with_osc(t, "not_requested", missing="MSI"))
     assert v.cause == "msi_disabled"
-    assert "_OSC on PNP0A08:00: the OS lacks MSI support (missing: MSI)" in v.evidence
+    t = with_params(text["aspm_off"], pcie_aspm=None, pci="noaer,nomsi")
+    v = diagnose(with_osc(t, "unknown"))
+    assert v.cause == "msi_disabled"
+    assert v.evidence[-1] == "kernel command line has pci=noaer,nomsi"
 
 
 def test_pcie_ports_compat_is_port_services_disabled(text):
@@ -152,37 +196,121 @@ def test_pcie_ports_compat_is_port_services_disabled(text):
 
 
 def test_platform_refusing_hotplug_without_acpiphp_is_osc_denied(text):
-    v = diagnose(set_handler(text["acpihp"], "acpiphp", "none"))
+    v = diagnose(with_verdicts(text["acpihp"], "not_ready", "no_handler"))
     assert v.cause == "osc_denied"
     assert "_OSC on PNP0A08:00: the platform refused PCIeHotplug (denied: PCIeHotplug LTR)" in (
         v.evidence
     )
 
 
-def test_handler_none_for_any_other_reason_is_pciehp_unavailable(text):
-    v = diagnose(set_handler(text["normal"], "pciehp", "none"))
+def test_not_ready_for_any_other_reason_is_pciehp_unavailable(text):
+    v = diagnose(with_verdicts(text["normal"], "not_ready", "pciehp_no_irq"))
     assert v.cause == "pciehp_unavailable"
     assert v.evidence == (
-        "12 of 12 ports have hotplug_capable=1, handler=none, e.g. 0000:00:02.0 (slot 1)",
+        "12 of 12 ports have verdict=not_ready, e.g. 0000:00:02.0 (slot 1), "
+        "verdict not_ready because pciehp_no_irq",
     )
 
 
-def test_pending_button_without_power_off_is_guest_unresponsive(text):
+def test_unanswered_button_is_guest_unresponsive_even_after_an_earlier_answered_unplug(text):
+    """State, not totals: a guest that answered an unplug yesterday (its counters say one
+    attention button and one power-off request) and leaves today's unanswered is not host_side."""
+    t = text["normal"]
+    t = set_value(t, "pciehp_events_total", "2.0", device="02", event="attention_button")
+    t = set_value(t, "pciehp_events_total", "1.0", device="02", event="power_off_request")
+    assert diagnose(t).cause == "host_side"
+    for labels in ('bus="00",device="02",function="1",segment="0000",slot="2"', 'slot="2"'):
+        unanswered = t + f"pciehp_slot_unplug_unanswered{{{labels}}} 1.0\n"
+        v = diagnose(unanswered)
+        assert v.cause == "guest_unresponsive", labels
+        assert v.evidence[-1].startswith(
+            "1 of 12 ports have unplug_unanswered=1, e.g. 0000:00:02.1"
+        )
+
+
+def test_pending_button_on_a_ready_port_is_guest_unresponsive(text):
     t = set_value(text["normal"], "pciehp_slot_button_pending", "1.0", device="02", function="1")
     v = diagnose(t)
     assert v.cause == "guest_unresponsive"
-    assert v.evidence[0].endswith("e.g. 0000:00:02.1 (slot 2)")
-    # The same with the kernel log unreadable: no verdict on missing events.
-    broken = set_value(t, "pciehp_collector_success", "0.0", collector="kernel_log")
-    assert diagnose(broken).cause == "host_side"
+    assert v.evidence[-1].startswith("1 of 12 ports have button_pending=1, e.g. 0000:00:02.1")
 
 
-def test_a_failing_port_collector_means_no_guest_data_not_a_guess(text):
-    t = set_value(text["aspm_off"], "pciehp_collector_success", "0.0", collector="ports")
+@pytest.mark.parametrize("name", ["normal", "acpihp", "i440fx", "aspm_off"])
+def test_config_space_cut_is_never_host_side(text, name):
+    """An unprivileged exporter: the cause is exact where the verdict and cmdline name it,
+    otherwise an explicit unknown cause; never host_side."""
+    v = diagnose(config_cut(text[name]))
+    assert v.cause == "guest_facts_unknown", (name, v)
+    assert "hotplug_capable (config_truncated)" in " ".join(v.evidence)
+    # An exporter that still names a not-ready port from sysfs keeps the exact cause.
+    if name == "aspm_off":
+        exact = diagnose(with_verdicts(config_cut(text[name]), "not_ready", "no_handler"))
+        assert exact.cause == "pcie_aspm_off"
+
+
+def test_no_verdict_and_no_handler_facts_is_unknown_not_host_side(text):
+    t = "".join(
+        line + "\n"
+        for line in text["normal"].splitlines()
+        if not line.startswith(("pciehp_port_hotplug_handler{", "pciehp_port_hotplug_capable{"))
+    )
     v = diagnose(t)
-    assert v.cause == "no_guest_data"
+    assert v.cause == "guest_facts_unknown"
+    assert v.evidence[0].startswith("12 of 12 ports have verdict=unknown")
+    empty = GuestFacts("u", machine="q35")
+    assert TABLE.diagnose(empty).cause == "guest_facts_unknown"
+
+
+def test_a_failing_port_collector_means_unknown_not_a_guess(text):
+    t = set_value(text["normal"], "pciehp_collector_success", "0.0", collector="ports")
+    v = diagnose(t)
+    assert v.cause == "guest_facts_unknown"
     assert v.evidence == ("exporter collector(s) ports failing (collector_success 0)",)
     assert TABLE.diagnose(None).cause == "no_guest_data"
+
+
+# --- the host's view (issue 10): where the guest runs no exporter -------------------------------
+
+
+NO_DRIVER, HUNG, HOST = "guest_no_hotplug_driver", "guest_unresponsive", "host_side"
+
+
+def host_only(hotplug: str, verdict: str, reason: str, **port: float) -> GuestFacts:
+    ports = (HostPortFacts("0000:00:02.0", "pci.1", hotplug_capable=1, **port),)
+    host = HostFacts("u", hotplug, "pc-q35-7.2", "instance-1", verdict, reason, 1.0, ports)
+    return GuestFacts("u", guest_data=False, host=host)
+
+
+@pytest.mark.parametrize(
+    ("facts", "cause"),
+    [
+        (host_only("native", "not_ready", "driver_not_armed", driver_armed=0), NO_DRIVER),
+        (host_only("native", "not_ready", "button_pending_unarmed", button_pending=1), NO_DRIVER),
+        (host_only("native", "unknown", "booting", driver_armed=0), "unplug_before_guest_ready"),
+        (host_only("acpi", "ready", "acpi_hotplug", driver_armed=0), "host_side"),
+        (host_only("native", "ready", "driver_armed", driver_armed=1, button_pending=0), HOST),
+        (host_only("native", "ready", "driver_armed", driver_armed=1, button_pending=1), HUNG),
+        (host_only("native", "unknown", "probe_failed"), "no_guest_data"),
+        (GuestFacts("u", guest_data=False), "no_guest_data"),
+    ],
+)  # fmt: skip
+def test_without_guest_facts_the_host_view_decides(facts, cause):
+    v = TABLE.diagnose(facts)
+    assert v.cause == cause, v
+    if facts.host is not None and cause != "no_guest_data":
+        assert any("host" in e for e in v.evidence), v.evidence
+
+
+def test_guest_and_host_views_are_cross_checked(text):
+    guest = facts_of(text["normal"])
+    armed = host_only("native", "ready", "driver_armed", driver_armed=1).host
+    agree = TABLE.diagnose(dataclasses.replace(guest, host=armed))
+    assert agree.cause == "host_side" and agree.disagreement == ""
+    unarmed = host_only("native", "not_ready", "driver_not_armed", driver_armed=0).host
+    v = TABLE.diagnose(dataclasses.replace(guest, host=unarmed))
+    assert v.cause == "host_side"  # the guest's own facts decide; the contradiction is shown
+    assert "guest and host disagree" in v.disagreement
+    assert "driver_not_armed" in v.disagreement and v.disagreement in v.evidence
 
 
 def test_first_matching_cause_wins():
@@ -194,11 +322,11 @@ def test_first_matching_cause_wins():
             "when": {"guest_data": False},
         },
         {"id": "q35", "summary": "s", "severity": "info", "when": {"machine": "q35"}},
-        {"id": "anything", "summary": "s", "severity": "info", "when": {}},
+        {"id": "any_unknown", "summary": "s", "severity": "info", "when": {}},
     ]
-    table = DiagnosisTable.from_config(Config(causes=tuple(rows), fallback_cause="anything"))
+    table = DiagnosisTable.from_config(Config(causes=tuple(rows), fallback_cause="any_unknown"))
     assert table.diagnose(GuestFacts("u", machine="q35")).cause == "q35"
-    assert table.diagnose(GuestFacts("u", machine="i440fx")) == Verdict("anything", ())
+    assert table.diagnose(GuestFacts("u", machine="i440fx")) == Verdict("any_unknown", ())
 
 
 def test_no_match_falls_back_and_says_so():
@@ -209,11 +337,11 @@ def test_no_match_falls_back_and_says_so():
             "severity": "warning",
             "when": {"guest_data": False},
         },
-        {"id": "q35", "summary": "s", "severity": "info", "when": {"machine": "q35"}},
+        {"id": "q35_unknown", "summary": "s", "severity": "info", "when": {"machine": "q35"}},
     ]
-    table = DiagnosisTable.from_config(Config(causes=tuple(rows), fallback_cause="q35"))
+    table = DiagnosisTable.from_config(Config(causes=tuple(rows), fallback_cause="q35_unknown"))
     v = table.diagnose(GuestFacts("u", machine="i440fx"))
-    assert v == Verdict("q35", ("no cause in the table matched these facts",))
+    assert v == Verdict("q35_unknown", ("no cause in the table matched these facts",))
 
 
 @pytest.mark.parametrize(
@@ -260,15 +388,18 @@ def test_bad_cause_rows_are_rejected_naming_the_key(row, message):
         DiagnosisTable.from_config(Config(causes=rows))
 
 
-def test_the_table_needs_no_guest_data_unique_ids_and_a_known_fallback():
-    row = {"id": "a", "summary": "s", "severity": "info", "when": {}}
+def test_the_table_needs_no_guest_data_unique_ids_and_an_unknown_fallback():
+    row = {"id": "a_unknown", "summary": "s", "severity": "info", "when": {}}
     with pytest.raises(ConfigError, match="needs a cause with id no_guest_data"):
-        DiagnosisTable.from_config(Config(causes=(row,), fallback_cause="a"))
+        DiagnosisTable.from_config(Config(causes=(row,), fallback_cause="a_unknown"))
     ngd = dict(row, id="no_guest_data")
     with pytest.raises(ConfigError, match="duplicate cause id"):
-        DiagnosisTable.from_config(Config(causes=(ngd, row, row), fallback_cause="a"))
-    with pytest.raises(ConfigError, match="fallback_cause: 'host_side' is not a cause id"):
+        DiagnosisTable.from_config(Config(causes=(ngd, row, row), fallback_cause="a_unknown"))
+    with pytest.raises(ConfigError, match="fallback_cause: 'guest_facts_unknown' is not a cause"):
         DiagnosisTable.from_config(Config(causes=(ngd, row)))
+    host = dict(row, id="host_side", guest_can_unplug=True)
+    with pytest.raises(ConfigError, match="fallback_cause: 'host_side' names a cause"):
+        DiagnosisTable.from_config(Config(causes=(ngd, host), fallback_cause="host_side"))
 
 
 def test_runbook_urls_follow_the_base_url_and_the_runbook_files_exist():
@@ -284,14 +415,17 @@ def test_runbook_urls_follow_the_base_url_and_the_runbook_files_exist():
 
 
 def test_the_required_cause_ids_are_all_in_the_builtin_table():
-    assert [c.id for c in TABLE.causes] == [
-        "no_guest_data",
-        "port_services_disabled",
-        "pcie_aspm_off",
-        "aspm_unsupported",
-        "msi_disabled",
-        "osc_denied",
-        "pciehp_unavailable",
-        "guest_unresponsive",
-        "host_side",
+    assert [(c.id, c.kind) for c in TABLE.causes] == [
+        ("unplug_before_guest_ready", "guest"),
+        ("guest_no_hotplug_driver", "guest"),
+        ("no_guest_data", "unknown"),
+        ("port_services_disabled", "guest"),
+        ("pcie_aspm_off", "guest"),
+        ("msi_disabled", "guest"),
+        ("aspm_unsupported", "guest"),
+        ("osc_denied", "guest"),
+        ("pciehp_unavailable", "guest"),
+        ("guest_unresponsive", "guest"),
+        ("guest_facts_unknown", "unknown"),
+        ("host_side", "host"),
     ]

@@ -9,6 +9,7 @@ import signal
 from tests.correlator.conftest import Fleet, wait_scraped
 from tests.correlator.support import (
     DETACH,
+    EXPLAINED,
     FAST,
     ROOT_CAUSE,
     am_alerts,
@@ -50,15 +51,23 @@ def test_aspm_off_image_gives_one_incident_holding_every_member(make_stack, flee
     ann = alert["annotations"]
     assert ann["runbook_url"].endswith("/alerts/runbooks/pcie_aspm_off.md")
     assert "pcie_aspm=off" in ann["summary"]
-    assert "8 detach alert(s)" in ann["description"]
-    assert "4 instance(s) on 3 host(s)" in ann["description"]
+    assert "6 detach alert(s)" in ann["description"]
+    assert "3 instance(s) on 3 host(s)" in ann["description"]
 
     inc = wait_incident(stack.correlator, "img-aspm", root_cause="pcie_aspm_off")
-    assert inc["state"] == "firing"
-    assert inc["counts"] == {"alerts": 8, "firing_alerts": 8, "instances": 4, "hosts": 3}
+    assert inc["state"] == "firing" and inc["kind"] == "image"
+    # The healthy guest's alerts are host-side: they belong to its host's incident.
+    assert inc["counts"] == {
+        "alerts": 6,
+        "firing_alerts": 6,
+        "explained_alerts": 6,
+        "instances": 3,
+        "hosts": 3,
+    }
     assert inc["cause_breakdown"] == {"pcie_aspm_off": 3, "host_side": 1}
+    assert inc["facts"] == {"instances": 4, "with_facts": 4, "without_facts": 0}
     texts = [e["text"] for e in inc["evidence"]]
-    assert any("lacks ASPM support" in t for t in texts), texts
+    assert any("verdict not_ready because no_handler" in t for t in texts), texts
     assert any("kernel command line has pcie_aspm=off" in t for t in texts), texts
     assert all(e["instances"] == 3 for e in inc["evidence"])
     healthy = fleet.guest("aspm-ok")
@@ -69,10 +78,13 @@ def test_aspm_off_image_gives_one_incident_holding_every_member(make_stack, flee
     def all_suppressed() -> dict | None:
         detail = stack.correlator.incident(inc["id"])
         ok = all(m["suppressed"] and m["status"] == "firing" for m in detail["members"])
-        return detail if ok and len(detail["members"]) == 8 else None
+        return detail if ok and len(detail["members"]) == 6 else None
 
     detail = servers.wait_until(all_suppressed, what="members inhibited yet counted")
-    assert {m["instance_uuid"] for m in detail["members"]} == {g.uuid for g in guests}
+    broken = {g.uuid for g in guests if g.name != "aspm-ok"}
+    assert {m["instance_uuid"] for m in detail["members"]} == broken
+    explained = am_alerts(stack.am_url, EXPLAINED)
+    assert {a["labels"]["instance_uuid"] for a in explained} >= broken
     assert {v["cause"] for v in detail["instances"]} == {"pcie_aspm_off", "host_side"}
 
     # generatorURL leads on-call to the incident page.
@@ -86,27 +98,36 @@ def test_aspm_off_image_gives_one_incident_holding_every_member(make_stack, flee
     assert stack.correlator.metric("pciehp_correlator_prometheus_queries_per_reconcile") <= 8
 
 
-def test_acpi_hotplug_guests_with_the_same_alerts_give_host_side(make_stack, fleet: Fleet):
+def test_acpi_hotplug_guests_with_the_same_alerts_give_host_side_per_host(make_stack, fleet):
     stack = make_stack()
     guests = fleet.image("img-acpi")
     alerts = _flood(guests, "img-acpi")
     post_alerts(stack.am_url, alerts)
 
-    inc = wait_incident(stack.correlator, "img-acpi", root_cause="host_side")
-    assert inc["cause_breakdown"] == {"host_side": 3}
+    inc = wait_incident(stack.correlator, "", root_cause="host_side", host="cmp-1")
+    assert inc["kind"] == "host" and inc["images"] == ["img-acpi"]
+    assert inc["cause_breakdown"] == {"host_side": 1}
     assert inc["severity"] == "warning"
     assert inc["counter_evidence"] == []
-    rc = servers.wait_until(lambda: root_causes(stack.am_url, "img-acpi"), what="root cause")
-    assert rc[0]["labels"]["root_cause"] == "host_side"
+    assert stack.correlator.incidents("img-acpi") == []  # no per-image incident
+
+    def by_host() -> dict[str, dict]:
+        got = {a["labels"].get("host"): a for a in am_alerts(stack.am_url, ROOT_CAUSE)}
+        return got if len(got) == 3 else {}
+
+    rc = servers.wait_until(by_host, what="one root cause per host")
+    assert sorted(rc) == ["cmp-0", "cmp-1", "cmp-2"]
+    assert {a["labels"]["root_cause"] for a in rc.values()} == {"host_side"}
+    assert all("image_id" not in a["labels"] for a in rc.values())
 
     # The detach alerts resolve: after the hold-down the incident resolves, in Alertmanager too.
     for a in alerts:
         a["endsAt"] = a["startsAt"]
     post_alerts(stack.am_url, alerts)
-    resolved = wait_incident(stack.correlator, "img-acpi", state="resolved")
+    resolved = wait_incident(stack.correlator, "", state="resolved", host="cmp-1")
     assert resolved["id"] == inc["id"] and resolved["resolved_at"]
     servers.wait_until(
-        lambda: not root_causes(stack.am_url, "img-acpi"), what="root cause resolved in AM"
+        lambda: not am_alerts(stack.am_url, ROOT_CAUSE), what="root causes resolved in AM"
     )
 
 
@@ -140,7 +161,13 @@ def test_duplicate_and_replayed_webhooks_change_nothing(make_stack, fleet: Fleet
     assert status == 200 and body["data"]["stale"] == 2
     done = wait_incident(corr, "img-dup", state="resolved")
     assert done["id"] == inc["id"]
-    assert done["counts"] == {"alerts": 2, "firing_alerts": 0, "instances": 2, "hosts": 2}
+    assert done["counts"] == {
+        "alerts": 2,
+        "firing_alerts": 0,
+        "explained_alerts": 2,
+        "instances": 2,
+        "hosts": 2,
+    }
     assert len(corr.incidents("img-dup")) == 1
 
 
@@ -151,12 +178,12 @@ def test_restart_keeps_the_same_incidents_and_doubles_none(make_stack, fleet: Fl
     before = wait_incident(corr, "img-aspm", root_cause="pcie_aspm_off")
     servers.wait_until(lambda: root_causes(stack.am_url, "img-aspm"), what="root cause")
     members = {m["fingerprint"] for m in corr.incident(before["id"])["members"]}
-    assert len(members) == 8
+    assert len(members) == 6  # the healthy guest's two are in its host's incident
 
     corr.stop(signal.SIGKILL)
     corr.start()
 
-    after = corr.incidents()
+    after = corr.incidents("img-aspm")
     assert [i["id"] for i in after] == [before["id"]]
     assert {m["fingerprint"] for m in corr.incident(before["id"])["members"]} == members
     reconciles = corr.metric("pciehp_correlator_reconcile_duration_seconds_count")
@@ -164,10 +191,11 @@ def test_restart_keeps_the_same_incidents_and_doubles_none(make_stack, fleet: Fl
         lambda: corr.metric("pciehp_correlator_reconcile_duration_seconds_count") >= reconciles + 2,
         what="two more reconciles",
     )
-    again = corr.incidents()
+    again = corr.incidents("img-aspm")
     assert [(i["id"], i["state"], i["counts"]["alerts"]) for i in again] == [
-        (before["id"], "firing", 8)
+        (before["id"], "firing", 6)
     ]
+    assert len(corr.incidents()) == 2  # and the healthy guest's host incident
     assert len(root_causes(stack.am_url, "img-aspm")) == 1
 
 
@@ -210,6 +238,9 @@ def test_prometheus_down_gives_no_guest_data_then_rediagnoses(make_stack, fleet:
     assert any("Prometheus unreachable" in e["text"] for e in blind["evidence"])
     rc = servers.wait_until(lambda: root_causes(stack.am_url, "img-aspm"), what="root cause")
     assert rc[0]["labels"]["root_cause"] == "no_guest_data"
+    # Nothing is explained without facts: no detach alert is muted.
+    assert am_alerts(stack.am_url, EXPLAINED) == []
+    assert all(a["status"]["state"] == "active" for a in am_alerts(stack.am_url, DETACH))
     assert corr.metric("pciehp_correlator_prometheus_errors_total") >= 1
 
     prom = servers.prometheus(

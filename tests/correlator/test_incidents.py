@@ -1,4 +1,5 @@
-"""Grouping per image, root cause, evidence, and the hold-down lifecycle (freezegun)."""
+"""Grouping per image (guest-side causes) and per host (host-side causes), explained members,
+root cause, evidence, and the hold-down lifecycle (freezegun)."""
 
 from __future__ import annotations
 
@@ -43,9 +44,19 @@ def test_one_incident_per_image_with_members_instances_and_hosts():
         detach("vm3", image="other"),
     )
     changed = b.update(alerts, {"vm1": ASPM, "vm2": ASPM, "vm3": HOST}, {}, now=100.0)
-    assert sorted(i.image_id for i in changed) == ["img", "other"]
+    assert sorted((i.kind, i.image_id, i.host) for i in changed) == [
+        ("host", "", "h1"),
+        ("image", "img", ""),
+    ]
     inc = b.open["img"]
-    assert inc.counts() == {"alerts": 3, "firing_alerts": 3, "instances": 2, "hosts": 2}
+    assert inc.counts() == {
+        "alerts": 3,
+        "firing_alerts": 3,
+        "explained_alerts": 3,
+        "instances": 2,
+        "hosts": 2,
+    }
+    assert inc.explained() == {"vm1": "h1", "vm2": "h2"}
     assert inc.root_cause == "pcie_aspm_off"
     assert inc.first_seen == 50.0
     assert inc.evidence() == [
@@ -67,16 +78,48 @@ def test_the_dominant_cause_wins_and_healthy_guests_are_counter_evidence():
     b.update(alerts, verdicts, {}, now=1.0)
     inc = b.open["img"]
     assert inc.root_cause == "pcie_aspm_off"  # no_guest_data never outvotes a real diagnosis
+    # The image's breakdown counts every affected instance, the host-side one included.
     assert inc.breakdown() == {"pcie_aspm_off": 2, "no_guest_data": 2, "host_side": 1}
+    assert inc.facts_summary() == {"instances": 5, "with_facts": 0, "without_facts": 5}
     assert [c["instance_uuid"] for c in inc.counter_evidence()] == ["vm2"]
-    assert inc.counter_evidence()[0]["hosts"] == ["h1"]
+    # Members: the broken ones explained, the ones without facts unexplained (never muted);
+    # the host-side one belongs to its host's incident.
+    assert {m.instance_uuid: m.explained for m in inc.members.values()} == {
+        "vm0": True,
+        "vm1": True,
+        "vm3": False,
+        "vm4": False,
+    }
+    assert list(inc.explained()) == ["vm0", "vm1"]
+    assert [m.instance_uuid for m in b.open["host:h1"].members.values()] == ["vm2"]
 
-    tie = {"vm0": ASPM, "vm1": HOST, "vm2": NODATA, "vm3": NODATA, "vm4": NODATA}
+    tie = {"vm0": ASPM, "vm1": ASPM, "vm2": NODATA, "vm3": NODATA, "vm4": NODATA}
     b.update(alerts, tie, {}, now=2.0)
-    assert inc.root_cause == "pcie_aspm_off"  # ties go to the earlier row of the table
+    assert inc.root_cause == "pcie_aspm_off"  # a guest-side cause outranks unknown ones
 
     b.update(alerts, dict.fromkeys(verdicts, NODATA), {}, now=3.0)
     assert inc.root_cause == "no_guest_data" and inc.counter_evidence() == []
+    assert inc.explained() == {}  # nothing explained: every detach alert still pages
+
+
+def test_one_broken_host_across_many_images_is_one_incident_naming_it():
+    b = book()
+    alerts = firing(*(detach(f"vm{i}", image=f"img-{i}", host="cmp-7") for i in range(10)))
+    alerts |= firing(detach("vm-other", image="img-0", host="cmp-2"))
+    verdicts = {a.labels["instance_uuid"]: HOST for a in alerts.values()}
+    b.update(alerts, verdicts, {}, now=1.0)
+    assert sorted(b.open) == ["host:cmp-2", "host:cmp-7"]
+    inc = b.open["host:cmp-7"]
+    assert (inc.kind, inc.host, inc.image_id, inc.root_cause) == ("host", "cmp-7", "", "host_side")
+    assert inc.images() == [f"img-{i}" for i in range(10)]
+    assert inc.counts()["explained_alerts"] == 10
+    assert "on host cmp-7 from 10 instance(s) of 10 image(s)" in inc.description(TABLE)
+    assert inc.counter_evidence() == []
+
+    # The facts change: vm0 turns out broken; its alert moves to its image's incident.
+    b.update(alerts, {**verdicts, "vm0": ASPM}, {}, now=2.0)
+    assert "vm0" not in {m.instance_uuid for m in inc.members.values()}
+    assert b.open["img-0"].root_cause == "pcie_aspm_off"
 
 
 def test_image_key_falls_back_to_the_guest_label_then_the_boot_configuration():

@@ -38,7 +38,8 @@ async def test_queries_stay_four_whatever_the_number_of_instances(fleet: Fleet):
     assert (stuck.address, stuck.button_pending, stuck.interrupt_enabled) == ("0000:00:02.0", 1, 0)
     normal = facts[fleet.guest("aspm-ok").uuid]
     assert {p.handler for p in normal.ports} == {"pciehp"}
-    assert normal.ports[0].slot == "1" and normal.ports[0].power_off_requests == 0
+    assert normal.ports[0].slot == "1" and normal.ports[0].verdict == "ready"
+    assert {p.verdict for p in aspm.ports} == {"not_ready"}
     assert facts[fleet.guest("pc-1").uuid].ports == ()
     assert facts[fleet.guest("acpi-1").uuid].collectors_failed == ()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -104,3 +105,25 @@ def test_bodies_that_are_not_json():
     for body in (b"", b"{", b"\xff\xfe", b"null"):
         with pytest.raises(PayloadError):
             parse_body(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested too deep"),
+        (b"[" * 100000 + b"]" * 100000, "nested too deep"),
+        (b'{"version":"4","alerts":[],"truncatedAlerts":' + b"9" * 5000 + b"}", "digits"),
+        (b'{"version":"4","alerts":[],"truncatedAlerts":1e999}', "truncatedAlerts"),
+        (b'{"version":"4","alerts":[],"truncatedAlerts":NaN}', "NaN is not a JSON value"),
+        (b'{"version":"4","version":"4","alerts":[]}', "duplicate key 'version'"),
+        (b'{"version":"4","alerts":[{"labels":{"a":"1","a":"2"}}]}', "duplicate key 'a'"),
+        (b'{"version":4,"alerts":[]}', "version"),
+        (b'{"version":"4","alerts":{}}', "alerts: expected a list"),
+        (b'{"version":"4","alerts":[[]]}', "alerts[0]: expected an object"),
+        (b'{"version":"4","alerts":[{"status":"firing","labels":{"a":1}}]}', "alerts[0].labels"),
+    ],
+)
+def test_hostile_bodies_are_payload_errors_never_crashes(body, why):
+    """Every parse error is a PayloadError (the handler's 400), never a 500."""
+    with pytest.raises(PayloadError, match=re.escape(why)):
+        parse_body(body)

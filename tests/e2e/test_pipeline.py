@@ -24,12 +24,7 @@ def flood(tmp_path_factory):
     settled (on-call's detach group_wait passed with nothing new)."""
     workdir = tmp_path_factory.mktemp("e2e")
     with pipeline.running(workdir, guests=GUESTS, scrape_interval="2s") as p:
-        servers.wait_until(
-            lambda: p.guests_scraped() >= GUESTS,
-            timeout=90,
-            interval=0.5,
-            what="every guest scraped",
-        )
+        servers.wait_until(p.all_scraped, timeout=90, interval=0.5, what="every guest scraped")
         player = Player(p.fleet, p.alertmanager.url, attempt_seconds=0.5, spread_seconds=4)
         thread = threading.Thread(target=player.run, daemon=True)
         thread.start()

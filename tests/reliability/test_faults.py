@@ -148,7 +148,8 @@ def test_prometheus_stopped_then_started_keeps_verdicts_and_flaps_nothing(
                 cause_breakdown={"pcie_aspm_off": 3, "host_side": 1, "no_guest_data": 1},
             )
             assert down["id"] == inc["id"] and down["root_cause"] == "pcie_aspm_off"
-            assert down["counts"]["alerts"] == 9
+            # 9 alerts; the healthy guest's 2 are host-side, in its hosts' incidents
+            assert down["counts"]["alerts"] == 7
             assert corr.metric("pciehp_correlator_prometheus_errors_total") > errors
 
             prom.start()
