@@ -13,9 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from demo import pipeline
+from demo import pipeline, servers
 from demo.player import FAILED_ALERT, TIMEOUT_ALERT, Player
-from tests.support import servers
 
 
 def say(msg: str) -> None:

@@ -16,6 +16,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from demo.captures import Capture
 from demo.hostview import host_report
 from exporter.cli import PlainHandler
 from exporter.collectors import default_sources
@@ -24,7 +25,6 @@ from exporter.kernel_log import KernelLog
 from exporter.paths import Paths
 from exporter.registry import ExporterCollector
 from host.metrics import render
-from tests.support.captures import Capture
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 
+from demo.captures import PHASES, Capture
 from host.probe import VmReport
 from host.slots import PortAddress, PortRegisters, PortView, decode, vm_verdict
-from tests.support.captures import PHASES, Capture
 
 QEMU_MACHINE = {"q35": "pc-q35-7.2", "pc": "pc-i440fx-7.2"}  # the captures' Debian QEMU 7.2
 _BDF = re.compile(r"0000:00:([0-9a-f]{2})\.([0-7])")

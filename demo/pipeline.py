@@ -13,18 +13,18 @@ from typing import ClassVar
 
 import yaml
 
+from demo import servers
 from demo.fleet import Fleet, FleetServer, default_fleet
-from tests.alerts.pipeline import (
+from demo.plane import (
     RULE_FILES,
+    RUNBOOKS,
     Recorder,
     RepoProcess,
-    alertmanager_config_for_tests,
     correlator_process,
+    loopback_am_config,
 )
-from tests.support import servers
 
 ONCALL_PATH = "/oncall"
-RUNBOOKS = Path(__file__).resolve().parent.parent / "alerts" / "runbooks"
 
 
 class RunbookServer:
@@ -157,7 +157,7 @@ def running(
     )
     am = servers.alertmanager(
         workdir / "alertmanager",
-        alertmanager_config_for_tests(oncall.url + ONCALL_PATH, correlator_url + "/api/v1/webhook"),
+        loopback_am_config(oncall.url + ONCALL_PATH, correlator_url + "/api/v1/webhook"),
     )
     config = correlator_config(workdir, reconcile, runbooks.base_url)
     correlator = correlator_process(workdir, config, correlator_port, prom.url, am.url)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from demo.fleet import Fleet, FleetGuest, would_hang
-from tests.alerts.pipeline import post_alerts, rfc3339
+from demo.plane import post_alerts, rfc3339
 
 ATTEMPTS = 8  # Nova [libvirt]device_detach_attempts
 TIMEOUT_ALERT = "NovaDeviceDetachEventTimeout"

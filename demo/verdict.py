@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.captures import GUESTS, tree_args
+from demo.captures import GUESTS, tree_args
 
 SCENARIOS = ("q35_normal", "q35_aspm_off", "q35_acpihp_normal", "i440fx_normal")
 

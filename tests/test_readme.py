@@ -1,10 +1,19 @@
-"""The README's metrics reference is kept true against the exporter's real output."""
+"""The README kept true where a command can check it: the metrics reference against the
+exporter's real output, the Debian packages `./run` installs and how, the screenshot, and the
+demo and verdict tool from an installed wheel."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +58,116 @@ def test_every_documented_metric_is_exported():
         and n != "pciehp_rescan_workaround"  # no capture has one; covered by test_rescan
     ]
     assert missing == []
+
+
+README = ROOT / "README.md"
+RUN = ROOT / "run"
+POLICY = Path("/usr/sbin/policy-rc.d")
+
+
+def run_debs() -> list[str]:
+    """The Debian packages `./run` installs (its DEBS array)."""
+    match = re.search(r"^DEBS=\(([^)]*)\)", RUN.read_text(), re.M)
+    assert match, "no DEBS=(...) in ./run"
+    return match.group(1).split()
+
+
+def test_readme_names_every_debian_package_run_installs() -> None:
+    section = README.read_text().split("## Two commands", 1)[1].split("\n### ", 1)[0]
+    named = set(re.findall(r"`([a-z0-9][a-z0-9.+-]+)`", section))
+    assert set(run_debs()) - named == set()
+
+
+def test_run_forbids_service_starts_during_its_install(tmp_path: Path) -> None:
+    """`./run setup` with one package missing: during apt-get install, policy-rc.d answers 101
+    to a service start; afterwards the machine's own policy-rc.d (or none) is back."""
+    before = POLICY.read_bytes() if POLICY.exists() else None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "seen"
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\ncase \"$*\" in *chromium*) exit 1;; esac\n"
+                                        "echo 'install ok installed'\n")  # fmt: skip
+    (bin_dir / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = install ] || exit 0\n{POLICY} prometheus start; echo "$? $*" >> {seen}\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / ".installed").touch()
+    os.utime(venv / ".installed", (time.time() + 60, time.time() + 60))  # newer than pyproject
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PCIEHP_VENV": str(venv)}
+    result = subprocess.run(
+        [str(RUN), "setup"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "installing Debian packages: chromium" in result.stderr
+    assert seen.read_text().split("\n")[0].startswith("101 install -y -qq --no-install-recommends")
+    assert "chromium" in seen.read_text()
+    assert (POLICY.read_bytes() if POLICY.exists() else None) == before
+
+
+def test_incident_page_png_is_the_end_to_end_screenshot() -> None:
+    """docs/incident-page.png is a PNG of the size the end-to-end test takes it at."""
+    from tests.e2e.test_pipeline import SCREENSHOT, SCREENSHOT_SIZE
+
+    assert SCREENSHOT == ROOT / "docs" / "incident-page.png"
+    head = SCREENSHOT.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", head[16:24])
+    assert f"{width},{height}" == SCREENSHOT_SIZE
+
+
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This project built as a wheel and installed alone into a directory (no checkout, no
+    tests package on the path); its dependencies come from the test virtualenv."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(out), str(ROOT)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = out.glob("pciehp_watch-*.whl")
+    site = out / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+         str(wheel)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    assert not (site / "tests").exists()
+    return site
+
+
+def from_wheel(site: Path, cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run `python -m ...` with only the installed wheel (not the checkout) importable."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_verdict_tool_runs_from_an_installed_wheel(wheel_site: Path, tmp_path: Path) -> None:
+    result = from_wheel(wheel_site, tmp_path, "-m", "demo.verdict", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "== q35_aspm_off (boot)" in result.stdout
+    probe = from_wheel(
+        wheel_site, tmp_path, "-c", "import demo, exporter; print(demo.__file__)", timeout=60
+    )
+    assert probe.stdout.startswith(str(wheel_site)), probe.stdout + probe.stderr
+
+
+def test_demo_runs_from_an_installed_wheel(wheel_site: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    result = from_wheel(
+        wheel_site, tmp_path, "-m", "demo", "--guests", "12", "--duration", "20",
+        "--summary-json", str(summary), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(summary.read_text())
+    assert [(i["image_id"], i["root_cause"]) for i in data["incidents"]] == [
+        ("img-legacy-aspm", "pcie_aspm_off")
+    ]

@@ -8,30 +8,33 @@ image is the `image_id` target label, set in static_configs as service discovery
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import re
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import yaml
 
+from demo.plane import ALERTMANAGER_CONFIG as ALERTMANAGER_CONFIG
+from demo.plane import ALERTS as ALERTS
+from demo.plane import RULE_FILES as RULE_FILES
+from demo.plane import Recorder as Recorder
+from demo.plane import RepoProcess as RepoProcess
+from demo.plane import correlator_process as correlator_process
+from demo.plane import loopback_am_config as loopback_am_config
+from demo.plane import post_alerts as post_alerts
+from demo.plane import rfc3339 as rfc3339
 from tests.support import captures, servers
 from tests.support.captures import Capture
 
 ROOT = Path(__file__).resolve().parents[2]
-ALERTS = ROOT / "alerts"
-RULE_FILES = tuple(sorted(ALERTS.glob("*.rules.yml")))
-ALERTMANAGER_CONFIG = ALERTS / "alertmanager.yml"
 EXPORTER_JOB = "pciehp-exporter"
 CORRELATOR_JOB = "pciehp-correlator"
 DETACH_ALERTNAME = re.compile(r".*Detach.*(Timeout|Failed).*")
@@ -68,87 +71,6 @@ class Guest:
         """The SMBIOS UUID the capture's VM was started with (Nova: the instance UUID)."""
         meta = captures.GUESTS / self.capture.scenario / "meta.json"
         return json.loads(meta.read_text())["uuid"]
-
-
-@dataclass
-class RepoProcess(servers.Server):
-    """A server run from this repository (cwd = repo root); ready once `ready_path` answers 200."""
-
-    ready_path: str = "/-/ready"
-
-    def launch(self) -> None:
-        """Start the process without waiting for it."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-        )
-        log.close()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Poll `ready_path` until it answers 200; fail fast if the process died."""
-
-        def ready() -> bool:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-            return servers.http_get(self.url + self.ready_path, timeout=1.0)[0] == 200
-
-        servers.wait_until(ready, timeout=timeout, what=f"{self.name} ready")
-
-    def start(self, timeout: float = 60.0) -> RepoProcess:
-        """Start and wait until ready."""
-        self.launch()
-        self.wait_ready(timeout)
-        return self
-
-
-@dataclass
-class Recorder:
-    """A webhook receiver on loopback that records every POST (path, JSON body)."""
-
-    posts: list[tuple[str, dict]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the receiver; webhooks go to <url>/<any path>."""
-        assert self._server
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> Recorder:
-        """Listen on a free loopback port in a background thread."""
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with recorder._lock:
-                    recorder.posts.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                """Keep test output quiet."""
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def notifications(self, path: str) -> list[dict]:
-        """Every webhook body delivered to `path` so far, in order."""
-        with self._lock:
-            return [body for p, body in self.posts if p == path]
-
-    def alerts(self, path: str) -> list[dict]:
-        """Every alert delivered to `path` so far, in order (firing and resolved)."""
-        with self._lock:
-            return [a for p, body in self.posts if p == path for a in body["alerts"]]
 
 
 @dataclass
@@ -290,11 +212,6 @@ def _result(base: str, endpoint: str, params: dict[str, str]) -> list[dict]:
     return answer["data"]["result"]
 
 
-def post_alerts(alertmanager_url: str, alerts: Sequence[dict]) -> None:
-    """POST alerts to Alertmanager's v2 API, as Prometheus or the correlator would."""
-    servers.http_json(alertmanager_url + "/api/v2/alerts", list(alerts))
-
-
 def detach_alert(alertname: str, image_id: str, instance_uuid: str, device: str) -> dict:
     """A host-side detach alert with the labels the correlator expects (kernel-facts §7.3)."""
     return {
@@ -312,35 +229,6 @@ def detach_alert(alertname: str, image_id: str, instance_uuid: str, device: str)
     }
 
 
-def rfc3339(offset_seconds: float = 0.0) -> str:
-    """Now plus an offset, as Alertmanager's API wants it."""
-    return (datetime.now(UTC) + timedelta(seconds=offset_seconds)).isoformat()
-
-
-def alertmanager_config_for_tests(oncall_url: str, correlator_url: str) -> dict[str, Any]:
-    """The committed alertmanager.yml with receiver URLs pointed at the test and timers shrunk.
-
-    Routes, matchers and inhibit rules are kept as committed; only durations shrink (keeping
-    their order: the on-call detach route still waits longer than the correlator's route).
-    """
-    cfg = copy.deepcopy(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()))
-    urls = {"oncall": oncall_url, "pciehp-correlator": correlator_url}
-    for receiver in cfg["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = urls[receiver["name"]]
-    timers = {
-        # receiver, is a detach route -> (group_wait, group_interval)
-        ("pciehp-correlator", True): ("0s", "1s"),
-        ("oncall", True): ("6s", "1s"),
-    }
-    cfg["route"].update(group_wait="1s", group_interval="1s")
-    for route in cfg["route"]["routes"]:
-        detach = any("Detach" in m for m in route.get("matchers", []))
-        wait, interval = timers.get((route["receiver"], detach), ("0s", "1s"))
-        route.update(group_wait=wait, group_interval=interval)
-    return cfg
-
-
 def exporter_argv(capture: Capture, port: int) -> list[str]:
     """Command line of an exporter serving one capture on 127.0.0.1:port."""
     return [
@@ -351,21 +239,6 @@ def exporter_argv(capture: Capture, port: int) -> list[str]:
         f"127.0.0.1:{port}",
         *capture.exporter_args(),
     ]
-
-
-def correlator_process(
-    workdir: Path, config: Path, port: int, prometheus_url: str, alertmanager_url: str
-) -> RepoProcess:
-    """pciehp-correlator from this repository, its SQLite store in workdir (not started)."""
-    argv = [
-        sys.executable, "-m", "correlator.app",
-        "--config", str(config),
-        "--web.listen-address", f"127.0.0.1:{port}",
-        "--prometheus.url", prometheus_url,
-        "--alertmanager.url", alertmanager_url,
-        "--storage.path", str(workdir / "incidents.sqlite"),
-    ]  # fmt: skip
-    return RepoProcess("correlator", argv, port, workdir)
 
 
 def scrape_configs(
@@ -428,7 +301,7 @@ def running(
     if recorder and correlator_port:
         am = servers.alertmanager(
             workdir / "alertmanager",
-            alertmanager_config_for_tests(
+            loopback_am_config(
                 recorder.url + "/oncall", f"http://127.0.0.1:{correlator_port}/api/v1/webhook"
             ),
         )

@@ -17,8 +17,8 @@ from tests.alerts.pipeline import (
     DETACH_ALERTNAME,
     RULE_FILES,
     Recorder,
-    alertmanager_config_for_tests,
     detach_alert,
+    loopback_am_config,
     post_alerts,
     rfc3339,
 )
@@ -146,7 +146,7 @@ def test_explained_marker_mutes_exactly_its_instances_detach_alerts(tmp_path: Pa
     try:
         am = servers.alertmanager(
             tmp_path / "am",
-            alertmanager_config_for_tests(recorder.url + "/oncall", recorder.url + "/correlator"),
+            loopback_am_config(recorder.url + "/oncall", recorder.url + "/correlator"),
         )
         with servers.running(am):
             a_alerts = [
