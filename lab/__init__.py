@@ -1,0 +1,1 @@
+"""The lab: real guests under QEMU for tests, captures and pciehp-check-image."""
