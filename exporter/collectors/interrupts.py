@@ -1,13 +1,10 @@
 """interrupts: whether each port's hotplug IRQ is registered, from /proc/interrupts."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Dict, Iterator, Set
 
 from exporter import interrupts
 from exporter.collectors._metrics import port_counter, port_gauge
+from exporter.exposition import Metric
 from exporter.registry import Scrape, Source
 
 
@@ -31,7 +28,7 @@ class InterruptsCollector(Source):
             raise ValueError(f"{path} contains NUL bytes: not a text file")
         wanted = {irq for port in topo.ports.values() for irq in port.irqs}
         rows = interrupts.parse(raw, wanted)
-        by_port: dict[str, set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
+        by_port: Dict[str, Set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
         for row in rows.values():
             if "pciehp" in row.actions and not any(row.irq in s for s in by_port.values()):
                 bdf = row.bdf()
