@@ -8,11 +8,8 @@ Only rows whose IRQ is wanted, or whose actions mention pciehp, are fully parsed
 guest's 1,500 rows cost little more than reading the file.
 """
 
-from __future__ import annotations
-
 import re
-from collections.abc import Collection
-from dataclasses import dataclass
+from typing import Collection, Dict, NamedTuple, Optional, Tuple
 
 MAX_BYTES = 32 * 1024 * 1024
 
@@ -27,18 +24,17 @@ class InterruptsError(ValueError):
     """The file is not /proc/interrupts (no CPU header)."""
 
 
-@dataclass(frozen=True)
-class IrqRow:
+class IrqRow(NamedTuple):
     """One numbered IRQ row: total count over CPUs, chip, hwirq, flow handler and actions."""
 
     irq: int
     total: int
     chip: str
-    hwirq: int | None
+    hwirq: Optional[int]
     flow: str
-    actions: tuple[str, ...]
+    actions: Tuple[str, ...]
 
-    def bdf(self) -> str | None:
+    def bdf(self) -> Optional[str]:
         """The PCI function behind an MSI row, decoded from the chip name or the hwirq."""
         m = _CHIP_BDF_RE.search(self.chip)
         if m:
@@ -81,21 +77,24 @@ def parse_row(irq: int, rest: str, ncpu: int) -> IrqRow:
         raise ValueError("row has no counts")
     tail = ([glued] if glued else []) + tokens[i:]
     chip = tail[0] if tail else ""
-    hwirq: int | None = None
+    hwirq: Optional[int] = None
     flow = ""
     consumed = 1
-    if len(tail) > 1 and (m := _HW_FLOW_RE.match(tail[1])):
-        hwirq, flow, consumed = int(m.group(1)), m.group(2), 2
+    hw_flow = _HW_FLOW_RE.match(tail[1]) if len(tail) > 1 else None
+    if hw_flow:
+        hwirq, flow, consumed = int(hw_flow.group(1)), hw_flow.group(2), 2
     elif len(tail) > 2 and tail[1].isdigit():  # ARM GIC: `GICv3  27 Level  name`
         hwirq, flow, consumed = int(tail[1]), tail[2], 3
-    elif m := _FLOW_SUFFIX_RE.match(chip):  # 3.10: `PCI-MSI-edge`, `IO-APIC-fasteoi`
-        chip, flow = m.group(1), m.group(2)
+    else:
+        suffix = _FLOW_SUFFIX_RE.match(chip)  # 3.10: `PCI-MSI-edge`, `IO-APIC-fasteoi`
+        if suffix:
+            chip, flow = suffix.group(1), suffix.group(2)
     actions_text = " ".join(tail[consumed:])
     actions = tuple(a.strip() for a in actions_text.split(",") if a.strip())
     return IrqRow(irq=irq, total=total, chip=chip, hwirq=hwirq, flow=flow, actions=actions)
 
 
-def _numbered(line: str, ncpu: int) -> IrqRow | None:
+def _numbered(line: str, ncpu: int) -> Optional[IrqRow]:
     head, sep, rest = line.partition(":")
     name = head.strip()
     if not sep or not name.isdigit():
@@ -106,7 +105,7 @@ def _numbered(line: str, ncpu: int) -> IrqRow | None:
         return None
 
 
-def parse(data: bytes, wanted: Collection[int] = (), keyword: str = "pciehp") -> dict[int, IrqRow]:
+def parse(data: bytes, wanted: Collection[int] = (), keyword: str = "pciehp") -> Dict[int, IrqRow]:
     """Rows of the IRQs in `wanted` and of every row mentioning `keyword`; malformed rows skipped.
 
     Rows are located with bytes.find (for `NN:` heads and for the keyword) and only those rows
@@ -118,13 +117,13 @@ def parse(data: bytes, wanted: Collection[int] = (), keyword: str = "pciehp") ->
     if nl == -1:
         return {}
 
-    def row_at(pos: int) -> IrqRow | None:
+    def row_at(pos: int) -> Optional[IrqRow]:
         start = data.rfind(b"\n", 0, pos) + 1
         end = data.find(b"\n", pos)
         line = data[start : len(data) if end == -1 else end]
         return _numbered(line.decode("utf-8", errors="replace"), ncpu)
 
-    rows: dict[int, IrqRow] = {}
+    rows: Dict[int, IrqRow] = {}
     if keyword:
         needle = keyword.encode()
         pos = data.find(needle, nl + 1)

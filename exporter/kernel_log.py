@@ -5,16 +5,13 @@ A scrape calls `KernelLog.poll()`, which reads only what was added since the las
 reason in `last_error`, and everything parsed before is kept.
 """
 
-from __future__ import annotations
-
 import contextlib
 import errno
 import io
 import os
 import stat
 import threading
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Callable, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from exporter.logparse.events import EVENTS
 from exporter.logparse.osc import OSC_FEATURES, OscState
@@ -35,16 +32,21 @@ _MARKER = 64
 """Bytes before the file offset re-checked each poll to detect copy-truncate rotation."""
 
 
-class RecordReader(Protocol):
-    """A non-blocking record source like /dev/kmsg: read() returns one record.
+class RecordReader:
+    """The interface of a non-blocking record source like /dev/kmsg (io.FileIO has it).
 
-    read() returns None (or raises BlockingIOError) when caught up, b"" at end of input,
-    and raises BrokenPipeError (EPIPE) when records were overwritten before being read.
+    read() returns one record; None (or raises BlockingIOError) when caught up, b"" at end of
+    input, and raises BrokenPipeError (EPIPE) when records were overwritten before being read.
+    Duck-typed (typing.Protocol needs Python 3.8): readers need not inherit from it.
     """
 
-    def read(self, size: int = -1, /) -> bytes | None: ...
+    def read(self, size: int = -1) -> Optional[bytes]:
+        """One record, or None when caught up."""
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the source."""
+        raise NotImplementedError
 
 
 class _FileTail:
@@ -68,7 +70,7 @@ class _FileTail:
         """Close the file descriptor."""
         os.close(self.fd)
 
-    def rotated(self) -> bool | None:
+    def rotated(self) -> Optional[bool]:
         """True if the path now names another file, None if it names nothing."""
         try:
             st = os.stat(self.path)
@@ -82,10 +84,10 @@ class _FileTail:
             return True
         return self.offset > 0 and self._bytes_before_offset() != self.marker
 
-    def read_new(self, budget: int) -> list[bytes]:
+    def read_new(self, budget: int) -> List[bytes]:
         """The bytes appended since the last read, up to the size seen now and `budget`."""
         end = min(os.fstat(self.fd).st_size, self.offset + budget)
-        chunks: list[bytes] = []
+        chunks: List[bytes] = []
         while self.offset < end:
             data = os.pread(self.fd, min(READ_CHUNK, end - self.offset), self.offset)
             if not data:
@@ -121,9 +123,9 @@ class KernelLog:
 
     def __init__(
         self,
-        source: str | os.PathLike[str],
+        source: Union[str, "os.PathLike[str]"],
         *,
-        reader_factory: Callable[[], RecordReader] | None = None,
+        reader_factory: Optional[Callable[[], RecordReader]] = None,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.source = os.fspath(source)
@@ -131,14 +133,14 @@ class KernelLog:
         self._state = LogState()
         self._lines = LineBuffer(max_line_bytes)
         self._lock = threading.Lock()
-        self._file: _FileTail | None = None
-        self._device: RecordReader | None = None
+        self._file: Optional[_FileTail] = None
+        self._device: Optional[RecordReader] = None
         self._up = False
-        self._error: str | None = None
+        self._error: Optional[str] = None
         self._bytes = 0
         self._overruns = 0
         self._opens = 0
-        self._resume: tuple[tuple[int, int], int, bytes] | None = None
+        self._resume: Optional[Tuple[Tuple[int, int], int, bytes]] = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class KernelLog:
         return self._up
 
     @property
-    def last_error(self) -> str | None:
+    def last_error(self) -> Optional[str]:
         """Why the last poll failed (for a one-time log line), else None."""
         return self._error
 
@@ -302,7 +304,7 @@ class KernelLog:
 
     # -- parsed state --------------------------------------------------------------------
 
-    def events(self) -> Mapping[tuple[str, str], Mapping[str, int]]:
+    def events(self) -> Mapping[Tuple[str, str], Mapping[str, int]]:
         """(port_bdf, slot_name) -> event -> count; every event of EVENTS present, monotonic.
 
         port_bdf is "" when the line named no device, slot_name "" when it named no slot.
@@ -315,12 +317,12 @@ class KernelLog:
         with self._lock:
             return self._state.osc()
 
-    def bound_ports(self) -> frozenset[str]:
+    def bound_ports(self) -> FrozenSet[str]:
         """BDFs with a pciehp probe line (`Slot #N AttnBtn...`) in the latest boot."""
         with self._lock:
             return self._state.bound_ports()
 
-    def flags(self) -> frozenset[str]:
+    def flags(self) -> FrozenSet[str]:
         """Boot facts seen: aspm_disabled, aspm_forced, fadt_no_aspm, port_services_disabled."""
         with self._lock:
             return self._state.flags()

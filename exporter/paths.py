@@ -1,13 +1,10 @@
 """The --path.* roots, so every collector can read a fixture tree instead of the live system."""
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     """Roots of procfs, sysfs and the root filesystem (node_exporter's --path.* flags)."""
 
     procfs: Path = Path("/proc")

@@ -4,18 +4,12 @@ Like node_exporter's NodeCollector: one failing source never blanks the others; 
 report a partial failure and still return what it could read.
 """
 
-from __future__ import annotations
-
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Callable, Iterable, Iterator, Sequence
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector as _PromCollector
-
+from exporter.exposition import GaugeMetricFamily, Metric
 from exporter.paths import Paths
 from exporter.pci import topology
 from exporter.pci.topology import Topology
@@ -30,7 +24,7 @@ class LogOnce:
     """Logs each distinct message once per process, so a bad source does not flood the journal."""
 
     def __init__(self, limit: int = 1000) -> None:
-        self._seen: set[str] = set()
+        self._seen = set()  # type: Set[str]
         self._limit = limit
         self._lock = threading.Lock()
 
@@ -45,17 +39,21 @@ class LogOnce:
 log_once = LogOnce()
 
 
-@dataclass
 class Scrape:
     """Per-scrape context: the roots, the sysfs topology read at most once, and errors noted."""
 
-    paths: Paths
-    errors: dict[str, list[str]] = field(default_factory=dict)
-    current: str = ""
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.errors = {}  # type: Dict[str, List[str]]
+        self.current = ""
+        self._topology = None  # type: Optional[Topology]
 
-    @cached_property
+    @property
     def topology(self) -> Topology:
-        return topology.read(self.paths)
+        """The ports, read from sysfs on first use in this scrape."""
+        if self._topology is None:
+            self._topology = topology.read(self.paths)
+        return self._topology
 
     def error(self, message: str) -> None:
         """Note a partial failure of the running collector; its other output is still served."""
@@ -71,8 +69,8 @@ class Source:
         raise NotImplementedError
 
 
-class ExporterCollector(_PromCollector):
-    """The client_python custom collector: builds every metric fresh on each scrape."""
+class ExporterCollector:
+    """Runs the sources on each scrape; every metric is built fresh."""
 
     def __init__(
         self,
@@ -84,9 +82,6 @@ class ExporterCollector(_PromCollector):
         self.sources = list(sources)
         self._clock = clock
         self._lock = threading.Lock()
-
-    def describe(self) -> list[Metric]:
-        return []  # reading /proc at registration time is not wanted
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:  # sources keep state (the kernel log tail): one scrape at a time

@@ -6,17 +6,16 @@ forms are accepted so a capture reads exactly like the system it came from. Path
 strings here: a scrape reads a few hundred attributes and pathlib's overhead showed in profiles.
 """
 
-from __future__ import annotations
-
 import os
+from typing import List, Optional, Union
 
 MAX_ATTR = 64 * 1024
 _LINK_MAX = 4096
 
-StrPath = str | os.PathLike[str]
+StrPath = Union[str, "os.PathLike[str]"]
 
 
-def read_text(path: StrPath, limit: int = MAX_ATTR) -> str | None:
+def read_text(path: StrPath, limit: int = MAX_ATTR) -> Optional[str]:
     """An attribute's text, stripped; None when it is missing or unreadable."""
     try:
         with open(path, "rb") as f:
@@ -26,7 +25,7 @@ def read_text(path: StrPath, limit: int = MAX_ATTR) -> str | None:
     return data.decode("utf-8", errors="replace").strip()
 
 
-def read_bytes(path: StrPath, limit: int = 4096) -> bytes | None:
+def read_bytes(path: StrPath, limit: int = 4096) -> Optional[bytes]:
     """An attribute's raw bytes (e.g. `config`); None when missing or unreadable."""
     try:
         with open(path, "rb") as f:
@@ -35,7 +34,7 @@ def read_bytes(path: StrPath, limit: int = 4096) -> bytes | None:
         return None
 
 
-def read_link(path: StrPath) -> str | None:
+def read_link(path: StrPath) -> Optional[str]:
     """The target of a sysfs link (a symlink, or a file holding a relative target); else None."""
     try:
         return os.readlink(path)
@@ -52,7 +51,7 @@ def read_link(path: StrPath) -> str | None:
     return None
 
 
-def link_name(path: StrPath) -> str | None:
+def link_name(path: StrPath) -> Optional[str]:
     """The last component of a link's target: the driver or module name behind `driver`/`module`."""
     target = read_link(path)
     return target.rstrip("/").rsplit("/", 1)[-1] if target else None
@@ -71,7 +70,7 @@ def resolve(path: StrPath) -> str:
     return path
 
 
-def list_dir(path: StrPath) -> list[str]:
+def list_dir(path: StrPath) -> List[str]:
     """Sorted entry names of a directory; empty when missing or unreadable."""
     try:
         return sorted(os.listdir(path))

@@ -1,6 +1,6 @@
 """One collector per data source, in the order they run on each scrape."""
 
-from __future__ import annotations
+from typing import List, Optional
 
 from exporter.collectors.cmdline import CmdlineCollector
 from exporter.collectors.identity import IdentityCollector
@@ -14,7 +14,7 @@ from exporter.kernel_log import KernelLog
 from exporter.registry import Source
 
 
-def default_sources(log: KernelLog, product_uuid: str | None = None) -> list[Source]:
+def default_sources(log: KernelLog, product_uuid: Optional[str] = None) -> List[Source]:
     """Every collector, ports first (it reads the sysfs topology the others share)."""
     return [
         PortsCollector(),

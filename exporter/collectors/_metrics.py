@@ -1,11 +1,8 @@
 """Shorthands for building the exporter's metric families with the `pciehp_` prefix."""
 
-from __future__ import annotations
+from typing import Sequence
 
-from collections.abc import Sequence
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
+from exporter.exposition import CounterMetricFamily, GaugeMetricFamily
 from exporter.registry import PORT_LABELS, PREFIX
 
 

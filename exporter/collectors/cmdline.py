@@ -1,12 +1,9 @@
 """cmdline: the kernel parameters that decide whether PCIe port services (and pciehp) run."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Iterator, List, Tuple
 
 from exporter.collectors._metrics import gauge
+from exporter.exposition import Metric
 from exporter.paths import Paths
 from exporter.registry import Scrape, Source
 
@@ -15,10 +12,10 @@ PREFIXES = ("pciehp.",)
 MAX_BYTES = 64 * 1024
 
 
-def split_cmdline(text: str) -> list[str]:
+def split_cmdline(text: str) -> List[str]:
     """Split like the kernel's next_arg(): whitespace separates, double quotes group."""
-    args: list[str] = []
-    cur: list[str] = []
+    args: List[str] = []
+    cur: List[str] = []
     quoted = False
     started = False
     for ch in text:
@@ -37,9 +34,9 @@ def split_cmdline(text: str) -> list[str]:
     return args
 
 
-def relevant_params(text: str) -> list[tuple[str, str]]:
+def relevant_params(text: str) -> List[Tuple[str, str]]:
     """(param, value) pairs that affect port services; `pci=a,b` gives one pair per option."""
-    pairs: list[tuple[str, str]] = []
+    pairs: List[Tuple[str, str]] = []
     for arg in split_cmdline(text):
         if arg == "--":
             break  # the rest goes to init
@@ -53,7 +50,7 @@ def relevant_params(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def read_params(paths: Paths) -> list[tuple[str, str]]:
+def read_params(paths: Paths) -> List[Tuple[str, str]]:
     """The relevant (param, value) pairs of /proc/cmdline; OSError or ValueError if unreadable."""
     path = paths.proc("cmdline")
     with open(path, "rb") as f:

@@ -1,15 +1,12 @@
 """identity: the guest's instance UUID, chipset and kernel release, to join with host alerts."""
 
-from __future__ import annotations
-
 import os
 import re
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Iterator, Optional
 
 from exporter import sysfs
 from exporter.collectors._metrics import gauge
+from exporter.exposition import Metric
 from exporter.registry import Scrape, Source
 
 # host bridge vendor:device at 0000:00:00.0
@@ -25,7 +22,7 @@ class IdentityCollector(Source):
 
     name = "identity"
 
-    def __init__(self, product_uuid: str | None = None) -> None:
+    def __init__(self, product_uuid: Optional[str] = None) -> None:
         """product_uuid replaces the SMBIOS value: a fleet simulation serves one capture as
         many guests, each with its own instance UUID."""
         self.product_uuid = product_uuid

@@ -1,18 +1,15 @@
 """interrupts: whether each port's hotplug IRQ is registered, from /proc/interrupts."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Dict, Iterator, List, Set
 
 from exporter import interrupts
 from exporter.collectors._metrics import port_counter, port_gauge
+from exporter.exposition import Metric
 from exporter.registry import Scrape, Source
 
 
-def port_rows(scrape: Scrape) -> dict[str, list[interrupts.IrqRow]]:
-    """Each port's /proc/interrupts rows (pciehp's, plus its own IRQs), read once per call."""
+def port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
+    """Each port's /proc/interrupts rows (pciehp's, else its own IRQs), for every collector."""
     topo = scrape.topology
     path = scrape.paths.proc("interrupts")
     with open(path, "rb") as f:
@@ -23,7 +20,7 @@ def port_rows(scrape: Scrape) -> dict[str, list[interrupts.IrqRow]]:
         raise ValueError(f"{path} contains NUL bytes: not a text file")
     wanted = {irq for port in topo.ports.values() for irq in port.irqs}
     rows = interrupts.parse(raw, wanted)
-    by_port: dict[str, set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
+    by_port: Dict[str, Set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
     for row in rows.values():
         if "pciehp" in row.actions and not any(row.irq in s for s in by_port.values()):
             bdf = row.bdf()
@@ -32,7 +29,7 @@ def port_rows(scrape: Scrape) -> dict[str, list[interrupts.IrqRow]]:
     return {a: [rows[i] for i in sorted(irqs) if i in rows] for a, irqs in by_port.items()}
 
 
-def irq_registered(rows: list[interrupts.IrqRow]) -> bool:
+def irq_registered(rows: List[interrupts.IrqRow]) -> bool:
     """Some IRQ of the port lists pciehp: the native hotplug interrupt is wired."""
     return any("pciehp" in r.actions for r in rows)
 

@@ -1,18 +1,15 @@
 """kernel_log: pciehp event counters and the _OSC outcome, from the tailed kernel log."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Dict, Iterator, Optional
 
 from exporter.collectors._metrics import counter, gauge, port_counter
+from exporter.exposition import Metric
 from exporter.kernel_log import EVENTS, OSC_FEATURES, KernelLog
 from exporter.pci.topology import Port, Topology
 from exporter.registry import Scrape, Source
 
 
-def event_port(topo: Topology, bdf: str, slot: str) -> Port | None:
+def event_port(topo: Topology, bdf: str, slot: str) -> Optional[Port]:
     """The port an event line belongs to: its BDF prefix, else the sysfs slot of that name."""
     if bdf in topo.ports:
         return topo.ports[bdf]
@@ -47,7 +44,7 @@ class KernelLogCollector(Source):
         yield from self._osc()
 
     def _events(self, topo: Topology) -> Metric:
-        counts: dict[str, dict[str, int]] = {}
+        counts: Dict[str, Dict[str, int]] = {}
         for (bdf, slot), events in self.log.events().items():
             port = event_port(topo, bdf, slot)
             if port is None:

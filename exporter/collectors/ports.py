@@ -1,13 +1,10 @@
 """ports: each PCIe root/downstream port and its slot registers from config space."""
 
-from __future__ import annotations
-
 import logging
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Iterator
 
 from exporter.collectors._metrics import port_gauge
+from exporter.exposition import Metric
 from exporter.registry import Scrape, Source, log_once
 
 

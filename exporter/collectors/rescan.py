@@ -3,17 +3,14 @@
 Rechecked at most once a minute: the files change rarely and a scrape must stay cheap.
 """
 
-from __future__ import annotations
-
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from prometheus_client.core import Metric
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from exporter.collectors._metrics import gauge
+from exporter.exposition import Metric
 from exporter.paths import Paths
 from exporter.registry import Scrape, Source
 
@@ -44,7 +41,7 @@ def mentions_rescan(path: Path) -> bool:
     )
 
 
-def _walk(root: Path, suffixes: tuple[str, ...] = ()) -> Iterator[Path]:
+def _walk(root: Path, suffixes: Tuple[str, ...] = ()) -> Iterator[Path]:
     count = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in sorted(files):
@@ -56,10 +53,10 @@ def _walk(root: Path, suffixes: tuple[str, ...] = ()) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-def find_workarounds(paths: Paths) -> list[str]:
+def find_workarounds(paths: Paths) -> List[str]:
     """Paths (as seen inside the guest) of files that set up a PCI bus rescan."""
-    found: list[str] = []
-    candidates: list[Path] = [paths.root(f) for f in CRON_FILES]
+    found: List[str] = []
+    candidates: List[Path] = [paths.root(f) for f in CRON_FILES]
     candidates.append(paths.root("etc/rc.local"))
     for d in CRON_DIRS:
         candidates.extend(_walk(paths.root(d)))
@@ -78,7 +75,7 @@ class RescanCollector(Source):
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._cached: list[str] | None = None
+        self._cached: Optional[List[str]] = None
         self._at = 0.0
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:

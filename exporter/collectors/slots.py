@@ -1,12 +1,9 @@
 """slots: port-service devices and registered hotplug slots: who answers an unplug on each port."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-from prometheus_client.core import Metric
+from typing import Iterator
 
 from exporter.collectors._metrics import port_gauge
+from exporter.exposition import Metric
 from exporter.pci.topology import Port, Topology
 from exporter.registry import Scrape, Source
 

@@ -3,12 +3,12 @@
 import os
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
-from prometheus_client.core import Metric
-
 from exporter import sysfs
 from exporter.collectors._metrics import gauge, port_gauge
 from exporter.collectors.cmdline import read_params
 from exporter.collectors.interrupts import irq_registered, port_rows
+from exporter.exposition import Metric
+from exporter.interrupts import IrqRow
 from exporter.pci.topology import Port
 from exporter.registry import Scrape, Source
 from exporter.verdict import PortFacts, decide, listed
@@ -40,16 +40,16 @@ class VerdictCollector(Source):
             "A fact the exporter could not read, so verdicts depending on it are unknown.",
             ["fact", "reason"],
         )
-        missing = set()  # type: Set[Tuple[str, str]]
+        missing: Set[Tuple[str, str]] = set()
         if not os.path.isdir(scrape.paths.sys("bus", "pci", "devices")):
             missing.add(("pci_devices", "sysfs_missing"))
         topo = scrape.topology
-        rows = None  # type: Optional[Dict[str, List]]
+        rows: Optional[Dict[str, List[IrqRow]]] = None
         try:
             rows = port_rows(scrape)
         except (OSError, ValueError):
             missing.add(("irq_registered", "interrupts_unreadable"))
-        params = []  # type: List[Tuple[str, str]]
+        params: List[Tuple[str, str]] = []
         try:
             params = read_params(scrape.paths)
         except (OSError, ValueError):
@@ -74,7 +74,7 @@ class VerdictCollector(Source):
             if gap is not None:
                 missing.add(gap)
             v = decide(facts)
-            verdict.add_metric(list(port.labels) + [v.verdict, v.reason], 1.0)
+            verdict.add_metric([*port.labels, v.verdict, v.reason], 1.0)
         for fact, reason in sorted(missing):
             unknown.add_metric([fact, reason], 1.0)
         yield verdict

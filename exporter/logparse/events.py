@@ -4,13 +4,11 @@ The wording table (kernel-facts.md section 1.2) lives in `WORDINGS`, one row per
 message: adding a kernel generation means adding rows, not code.
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple, Optional, Pattern, Tuple
 
-EVENTS: tuple[str, ...] = (
+EVENTS: Tuple[str, ...] = (
     "attention_button",
     "power_off_request",
     "power_on_request",
@@ -51,13 +49,12 @@ class Part(Enum):
     SECOND = "second"
 
 
-@dataclass(frozen=True)
-class Wording:
+class Wording(NamedTuple):
     """One printed pciehp message: kernel generation, body regex, events it counts."""
 
     generation: str
-    pattern: re.Pattern[str]
-    events: tuple[str, ...]
+    pattern: Pattern[str]
+    events: Tuple[str, ...]
     part: Part = Part.WHOLE
 
 
@@ -69,7 +66,7 @@ _S = r"Slot\((?P<slot>[^)]*)\)"  # Slot(0-2)
 _LS = r"slot\((?P<slot>[^)]*)\)"  # 3.10's lower-case slot(8)
 _PS = r"PCI slot #(?P<slot>\S+)"  # 3.10's PCI slot #8
 
-WORDINGS: tuple[Wording, ...] = (
+WORDINGS: Tuple[Wording, ...] = (
     # 3.10 / RHEL7 (and 2.6 with a trailing full stop)
     _w("3.10", rf"Button pressed on {_S}", "attention_button"),
     _w("3.10", rf"{_PS} - powering off due to button press\.?", "power_off_request"),
@@ -121,18 +118,17 @@ WORDINGS: tuple[Wording, ...] = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class PciehpLine:
+class PciehpLine(NamedTuple):
     """What one pciehp line says: the port, the slot, and either events or a probe."""
 
     bdf: str
     slot: str
-    events: tuple[str, ...] = ()
+    events: Tuple[str, ...] = ()
     part: Part = Part.WHOLE
     probe: bool = False
 
 
-def match_pciehp(message: str) -> PciehpLine | None:
+def match_pciehp(message: str) -> Optional[PciehpLine]:
     """Classify one kernel message; None unless it is a known pciehp event or probe line."""
     prefix = PREFIX.search(message)
     if prefix is None:

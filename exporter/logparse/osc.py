@@ -4,13 +4,10 @@ Both eras are understood: the decoded `_OSC: <what> [names]` lines (3.14 and lat
 and the hex masks of 3.1-3.13. Each bridge keeps the outcome of its latest negotiation.
 """
 
-from __future__ import annotations
-
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from typing import Dict, FrozenSet, Iterable, Match, NamedTuple, Tuple
 
-OSC_FEATURES: tuple[str, ...] = (
+OSC_FEATURES: Tuple[str, ...] = (
     "PCIeHotplug",
     "SHPCHotplug",
     "PME",
@@ -21,13 +18,13 @@ OSC_FEATURES: tuple[str, ...] = (
 )
 """Control features as the kernel names them, in bit order."""
 
-REQUIRED_SUPPORT: tuple[str, ...] = ("ExtendedConfig", "ASPM", "ClockPM", "MSI")
+REQUIRED_SUPPORT: Tuple[str, ...] = ("ExtendedConfig", "ASPM", "ClockPM", "MSI")
 """ACPI_PCIE_REQ_SUPPORT: without all of these the kernel requests no control at all."""
 
 CORE_FEATURES = frozenset(("PCIeHotplug", "SHPCHotplug", "PME", "AER", "PCIeCapability"))
 """Features whose refusal makes an outcome `partial` (LTR and DPC refusals are routine)."""
 
-OUTCOMES: tuple[str, ...] = ("granted", "partial", "not_requested", "failed", "unknown")
+OUTCOMES: Tuple[str, ...] = ("granted", "partial", "not_requested", "failed", "unknown")
 
 # bit values from include/linux/acpi.h (OSC_PCI_*_SUPPORT, OSC_PCI_EXPRESS_*_CONTROL)
 _SUPPORT_BITS = ((0x1, "ExtendedConfig"), (0x2, "ASPM"), (0x4, "ClockPM"), (0x8, "Segments"),
@@ -36,21 +33,20 @@ _CONTROL_BITS = ((0x1, "PCIeHotplug"), (0x2, "SHPCHotplug"), (0x4, "PME"), (0x8,
                  (0x10, "PCIeCapability"), (0x20, "LTR"), (0x80, "DPC"))  # fmt: skip
 
 
-@dataclass(frozen=True)
-class OscState:
+class OscState(NamedTuple):
     """The latest `_OSC` outcome of one host bridge (e.g. `PNP0A08:00`)."""
 
     outcome: str = "unknown"
     """granted | partial | not_requested | failed | unknown"""
-    controlled: frozenset[str] = frozenset()
+    controlled: FrozenSet[str] = frozenset()
     """Features the OS controls after `_OSC`, named as the kernel prints them."""
-    missing_support: tuple[str, ...] = ()
+    missing_support: Tuple[str, ...] = ()
     """Required support bits the OS lacked, in kernel order, e.g. ("ASPM", "ClockPM")."""
-    denied: tuple[str, ...] = ()
+    denied: Tuple[str, ...] = ()
     """Features the platform refused, in the order the kernel reported them."""
-    os_supports: tuple[str, ...] = ()
+    os_supports: Tuple[str, ...] = ()
     """The `OS supports [...]` list, when printed."""
-    requested: tuple[str, ...] = ()
+    requested: Tuple[str, ...] = ()
     """What the OS asked for, when printed (`OS requested`, hex `Requesting`)."""
     services_disabled: bool = False
     """`pcie_ports=compat`: portdrv services off, so nothing was requested."""
@@ -58,22 +54,22 @@ class OscState:
     """The ACPI status of a failure, e.g. `AE_SUPPORT`."""
 
 
-def _names(listing: str) -> tuple[str, ...]:
+def _names(listing: str) -> Tuple[str, ...]:
     return tuple(listing.split())
 
 
-def _bits(mask: str, table: tuple[tuple[int, str], ...]) -> tuple[str, ...]:
+def _bits(mask: str, table: Tuple[Tuple[int, str], ...]) -> Tuple[str, ...]:
     value = int(mask, 16)
     return tuple(name for bit, name in table if value & bit)
 
 
-def _merge(first: Iterable[str], more: Iterable[str]) -> tuple[str, ...]:
+def _merge(first: Iterable[str], more: Iterable[str]) -> Tuple[str, ...]:
     out = list(first)
     out.extend(n for n in more if n not in out)
     return tuple(out)
 
 
-def _missing(supports: tuple[str, ...]) -> tuple[str, ...]:
+def _missing(supports: Tuple[str, ...]) -> Tuple[str, ...]:
     return tuple(b for b in REQUIRED_SUPPORT if b not in supports)
 
 
@@ -82,72 +78,72 @@ def _settled(state: OscState, controlled: Iterable[str]) -> OscState:
     controlled = frozenset(controlled)
     denied = _merge(state.denied, (f for f in state.requested if f not in controlled))
     outcome = "partial" if CORE_FEATURES.intersection(denied) else "granted"
-    return replace(state, outcome=outcome, controlled=controlled, denied=denied)
+    return state._replace(outcome=outcome, controlled=controlled, denied=denied)
 
 
-def _supports(s: OscState, m: re.Match[str]) -> OscState:
+def _supports(s: OscState, m: Match[str]) -> OscState:
     names = _names(m["list"])
     if names and all(n.startswith("CXL") for n in names):
         return s  # the CXL half of a CXL host bridge's negotiation
     return OscState(os_supports=names, missing_support=_missing(names))
 
 
-def _not_requested(s: OscState, m: re.Match[str]) -> OscState:
-    return replace(s, outcome="not_requested", controlled=frozenset())
+def _not_requested(s: OscState, m: Match[str]) -> OscState:
+    return s._replace(outcome="not_requested", controlled=frozenset())
 
 
-def _services_disabled(s: OscState, m: re.Match[str]) -> OscState:
-    return replace(s, outcome="not_requested", controlled=frozenset(), services_disabled=True)
+def _services_disabled(s: OscState, m: Match[str]) -> OscState:
+    return s._replace(outcome="not_requested", controlled=frozenset(), services_disabled=True)
 
 
-def _platform_refuses(s: OscState, m: re.Match[str]) -> OscState:
-    return replace(s, denied=_merge(s.denied, _names(m["list"])))
+def _platform_refuses(s: OscState, m: Match[str]) -> OscState:
+    return s._replace(denied=_merge(s.denied, _names(m["list"])))
 
 
-def _platform_refuses_required(s: OscState, m: re.Match[str]) -> OscState:
-    return replace(s, outcome="failed", controlled=frozenset(),
+def _platform_refuses_required(s: OscState, m: Match[str]) -> OscState:
+    return s._replace(outcome="failed", controlled=frozenset(),
                    denied=_merge(s.denied, _names(m["list"])))  # fmt: skip
 
 
-def _requested(s: OscState, m: re.Match[str]) -> OscState:
-    return replace(s, requested=_names(m["list"]))
+def _requested(s: OscState, m: Match[str]) -> OscState:
+    return s._replace(requested=_names(m["list"]))
 
 
-def _willing(s: OscState, m: re.Match[str]) -> OscState:
+def _willing(s: OscState, m: Match[str]) -> OscState:
     willing = _names(m["list"])
-    return replace(s, denied=_merge(s.denied, (f for f in s.requested if f not in willing)))
+    return s._replace(denied=_merge(s.denied, (f for f in s.requested if f not in willing)))
 
 
-def _now_controls(s: OscState, m: re.Match[str]) -> OscState:
+def _now_controls(s: OscState, m: Match[str]) -> OscState:
     names = _names(m["list"])
     if names and all(n.startswith("CXL") for n in names):
         return s
     return _settled(s, names)
 
 
-def _assumes(s: OscState, m: re.Match[str]) -> OscState:
+def _assumes(s: OscState, m: Match[str]) -> OscState:
     return _settled(s, s.controlled | frozenset(_names(m["list"])))
 
 
-def _failed(s: OscState, m: re.Match[str]) -> OscState:
-    return replace(s, outcome="failed", controlled=frozenset(), reason=m["reason"])
+def _failed(s: OscState, m: Match[str]) -> OscState:
+    return s._replace(outcome="failed", controlled=frozenset(), reason=m["reason"])
 
 
-def _hex_requesting(s: OscState, m: re.Match[str]) -> OscState:
+def _hex_requesting(s: OscState, m: Match[str]) -> OscState:
     return OscState(requested=_bits(m["mask"], _CONTROL_BITS))
 
 
-def _hex_granted(s: OscState, m: re.Match[str]) -> OscState:
+def _hex_granted(s: OscState, m: Match[str]) -> OscState:
     return _settled(s, _bits(m["mask"], _CONTROL_BITS))
 
 
-def _hex_failed(s: OscState, m: re.Match[str]) -> OscState:
+def _hex_failed(s: OscState, m: Match[str]) -> OscState:
     returned = _bits(m["mask"], _CONTROL_BITS)
     denied = _merge(s.denied, (f for f in s.requested if f not in returned))
-    return replace(s, outcome="failed", controlled=frozenset(), denied=denied, reason=m["reason"])
+    return s._replace(outcome="failed", controlled=frozenset(), denied=denied, reason=m["reason"])
 
 
-def _hex_unable(s: OscState, m: re.Match[str]) -> OscState:
+def _hex_unable(s: OscState, m: Match[str]) -> OscState:
     supports = _bits(m["mask"], _SUPPORT_BITS)
     missing = _missing(supports)
     # with every required bit present, only pcie_ports=compat stops the request
@@ -186,7 +182,7 @@ class OscTracker:
     """Follows the `_OSC` lines of every host bridge and keeps each one's latest outcome."""
 
     def __init__(self) -> None:
-        self._bridges: dict[str, OscState] = {}
+        self._bridges: Dict[str, OscState] = {}
 
     def feed(self, message: str) -> bool:
         """Apply one kernel message; True if it was an `_OSC` line."""
@@ -199,7 +195,7 @@ class OscTracker:
                 return True
         return False
 
-    def states(self) -> dict[str, OscState]:
+    def states(self) -> Dict[str, OscState]:
         """bridge -> latest state (a copy; the states themselves are immutable)."""
         return dict(self._bridges)
 

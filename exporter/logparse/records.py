@@ -5,10 +5,8 @@ format is recognised line by line: raw `/dev/kmsg` records, `dmesg` text with or
 timestamps, and syslog/journal lines whose tag is `kernel`.
 """
 
-from __future__ import annotations
-
 import re
-from typing import NamedTuple
+from typing import List, NamedTuple, Optional, Union
 
 MAX_LINE_BYTES = 64 * 1024
 """Longest line kept; the rest of a longer line is dropped (its head is still parsed)."""
@@ -17,7 +15,7 @@ MAX_LINE_BYTES = 64 * 1024
 class Record(NamedTuple):
     """One kernel message: its /dev/kmsg sequence number (None for text formats) and text."""
 
-    seq: int | None
+    seq: Optional[int]
     message: str
 
 
@@ -50,7 +48,7 @@ _STAMP = re.compile(
 )
 
 
-def parse_line(line: str) -> Record | None:
+def parse_line(line: str) -> Optional[Record]:
     """The kernel message in one log line, or None for a syslog line of another program."""
     first = line[:1]
     if first.isdigit():
@@ -104,9 +102,9 @@ class LineBuffer:
         """Bytes of the unfinished last line held in memory."""
         return len(self._partial)
 
-    def feed(self, data: bytes) -> list[str]:
+    def feed(self, data: bytes) -> List[str]:
         """The lines completed by `data` (without line terminators), in order."""
-        lines: list[str] = []
+        lines: List[str] = []
         start = 0
         if self._skipping:
             nl = data.find(b"\n")
@@ -134,7 +132,7 @@ class LineBuffer:
         self._hold(data[last + 1 :])
         return lines
 
-    def flush(self) -> list[str]:
+    def flush(self) -> List[str]:
         """The unfinished last line as a line (the source ended for good), or nothing."""
         if not self._partial:
             return []
@@ -157,5 +155,5 @@ class LineBuffer:
             self._partial += tail
 
     @staticmethod
-    def _decode(raw: bytes | bytearray) -> str:
+    def _decode(raw: Union[bytes, bytearray]) -> str:
         return bytes(raw).decode("utf-8", "replace").rstrip("\r")

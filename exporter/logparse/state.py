@@ -5,15 +5,14 @@ drive the same code. Counters only grow; boot facts (probe lines, `_OSC`, flags)
 the latest boot seen.
 """
 
-from __future__ import annotations
-
 import re
+from typing import Dict, FrozenSet, List, Pattern, Set, Tuple
 
 from exporter.logparse.events import EVENTS, Part, match_pciehp
 from exporter.logparse.osc import OscState, OscTracker
 from exporter.logparse.records import parse_line
 
-FLAGS: tuple[tuple[str, re.Pattern[str]], ...] = (
+FLAGS: Tuple[Tuple[str, Pattern[str]], ...] = (
     ("aspm_disabled", re.compile(r"PCIe ASPM is disabled")),
     ("aspm_forced", re.compile(r"PCIe ASPM is forcibly enabled")),
     ("fadt_no_aspm", re.compile(
@@ -36,13 +35,13 @@ class LogState:
         self.duplicates_skipped = 0
         self.last_seq = -1
         self._in_record = False
-        self._events: dict[tuple[str, str], dict[str, int]] = {}
-        self._first_half_seen: set[tuple[str, str]] = set()
-        self._bound: set[str] = set()
-        self._flags: set[str] = set()
+        self._events: Dict[Tuple[str, str], Dict[str, int]] = {}
+        self._first_half_seen: Set[Tuple[str, str]] = set()
+        self._bound: Set[str] = set()
+        self._flags: Set[str] = set()
         self._osc = OscTracker()
 
-    def feed_lines(self, lines: list[str]) -> None:
+    def feed_lines(self, lines: List[str]) -> None:
         """Apply lines in log order."""
         for line in lines:
             self.feed_line(line)
@@ -99,18 +98,18 @@ class LogState:
         self._first_half_seen.clear()
         self._osc.clear()
 
-    def events(self) -> dict[tuple[str, str], dict[str, int]]:
+    def events(self) -> Dict[Tuple[str, str], Dict[str, int]]:
         """(port_bdf, slot_name) -> event -> count, every event present; a copy."""
         return {key: dict(counts) for key, counts in self._events.items()}
 
-    def osc(self) -> dict[str, OscState]:
+    def osc(self) -> Dict[str, OscState]:
         """bridge -> latest `_OSC` state."""
         return self._osc.states()
 
-    def bound_ports(self) -> frozenset[str]:
+    def bound_ports(self) -> FrozenSet[str]:
         """BDFs pciehp printed its probe line for."""
         return frozenset(self._bound)
 
-    def flags(self) -> frozenset[str]:
+    def flags(self) -> FrozenSet[str]:
         """Boot facts seen, names from `FLAGS`."""
         return frozenset(self._flags)

@@ -4,9 +4,7 @@ Offsets and bits follow include/uapi/linux/pci_regs.h. Unprivileged readers get 
 64 bytes, where the PCIe capability never is; `decode` then says the capability is unreachable.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+from typing import NamedTuple, Optional, Set
 
 PCI_STATUS = 0x06
 PCI_STATUS_CAP_LIST = 0x10
@@ -35,11 +33,10 @@ class ConfigSpaceError(ValueError):
     """The config bytes are malformed (a capability loop or a pointer out of range)."""
 
 
-@dataclass(frozen=True)
-class PcieCap:
+class PcieCap(NamedTuple):
     """What the PCIe capability of a port says about its slot."""
 
-    port_type: str | None
+    port_type: Optional[str]
     slot_implemented: bool
     hotplug_capable: bool
     attention_button: bool
@@ -68,7 +65,7 @@ def _u32(b: bytes, off: int) -> int:
     return _u16(b, off) | (_u16(b, off + 2) << 16)
 
 
-def find_capability(cfg: bytes, cap_id: int) -> int | None:
+def find_capability(cfg: bytes, cap_id: int) -> Optional[int]:
     """Offset of a standard capability, None if absent or beyond the readable bytes.
 
     Raises ConfigSpaceError on a looping or out-of-range capability list.
@@ -78,7 +75,7 @@ def find_capability(cfg: bytes, cap_id: int) -> int | None:
     if not _u16(cfg, PCI_STATUS) & PCI_STATUS_CAP_LIST:
         return None
     ptr = cfg[PCI_CAPABILITY_LIST] & 0xFC
-    seen: set[int] = set()
+    seen: Set[int] = set()
     while ptr:
         if ptr < 0x40 or ptr > 0xFC:
             raise ConfigSpaceError(f"capability pointer 0x{ptr:02x} out of range")
@@ -93,7 +90,7 @@ def find_capability(cfg: bytes, cap_id: int) -> int | None:
     return None
 
 
-def decode(cfg: bytes) -> PcieCap | None:
+def decode(cfg: bytes) -> Optional[PcieCap]:
     """The port's PCIe capability registers, or None when they are not readable.
 
     Raises ConfigSpaceError when the bytes are malformed.
@@ -115,6 +112,6 @@ def decode(cfg: bytes) -> PcieCap | None:
     )
 
 
-def secondary_bus(cfg: bytes) -> int | None:
+def secondary_bus(cfg: bytes) -> Optional[int]:
     """A bridge's secondary bus number (type 1 header), None if the header is too short."""
     return cfg[PCI_SECONDARY_BUS] if len(cfg) > PCI_SECONDARY_BUS else None

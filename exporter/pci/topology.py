@@ -4,11 +4,9 @@ One `Topology` is read per scrape and shared by the collectors that need it, so 
 once per scrape however many collectors look at ports.
 """
 
-from __future__ import annotations
-
 import os
 import re
-from dataclasses import dataclass, field
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from exporter import sysfs
 from exporter.paths import Paths
@@ -24,51 +22,64 @@ SERVICE_HOTPLUG = 0x4
 PCI_CLASS_BRIDGE_PCI = 0x0604
 
 
-@dataclass(frozen=True)
-class Service:
+class Service(NamedTuple):
     """A port-service device on the pci_express bus (e.g. `0000:00:02.0:pcie004`)."""
 
     name: str
     service: int
-    driver: str | None
+    driver: Optional[str]
 
     @property
     def is_hotplug(self) -> bool:
         return self.service == SERVICE_HOTPLUG
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     """A registered hotplug slot under /sys/bus/pci/slots."""
 
     name: str
     address: str
-    module: str | None
-    power: str | None
-    adapter: str | None
+    module: Optional[str]
+    power: Optional[str]
+    adapter: Optional[str]
 
 
-@dataclass
 class Port:
     """A PCIe root or downstream port and everything sysfs and config space say about it."""
 
-    address: str
-    segment: str
-    bus: str
-    device: str
-    function: str
-    port_type: str
-    driver: str | None
-    cap: PcieCap | None
-    config_error: str | None
-    secondary_bus: int | None
-    irq: int | None
-    msi_irqs: tuple[int, ...]
-    services: tuple[Service, ...]
-    slots: list[Slot] = field(default_factory=list)
+    def __init__(
+        self,
+        address: str,
+        segment: str,
+        bus: str,
+        device: str,
+        function: str,
+        port_type: str,
+        driver: Optional[str],
+        cap: Optional[PcieCap],
+        config_error: Optional[str],
+        secondary_bus: Optional[int],
+        irq: Optional[int],
+        msi_irqs: Tuple[int, ...],
+        services: Tuple[Service, ...],
+    ) -> None:
+        self.address = address
+        self.segment = segment
+        self.bus = bus
+        self.device = device
+        self.function = function
+        self.port_type = port_type
+        self.driver = driver
+        self.cap = cap
+        self.config_error = config_error
+        self.secondary_bus = secondary_bus
+        self.irq = irq
+        self.msi_irqs = msi_irqs
+        self.services = services
+        self.slots = []  # type: List[Slot]
 
     @property
-    def labels(self) -> tuple[str, str, str, str]:
+    def labels(self) -> Tuple[str, str, str, str]:
         """node_exporter's pcidevice labels: segment, bus, device, function."""
         return (self.segment, self.bus, self.device, self.function)
 
@@ -77,11 +88,11 @@ class Port:
         return self.slots[0].name if self.slots else ""
 
     @property
-    def hotplug_service(self) -> Service | None:
+    def hotplug_service(self) -> Optional[Service]:
         return next((s for s in self.services if s.is_hotplug), None)
 
     @property
-    def hotplug_capable(self) -> bool | None:
+    def hotplug_capable(self) -> Optional[bool]:
         """Slot Implemented and HPC from config space; without it, any hotplug driver's presence."""
         if self.cap is not None:
             return self.cap.hotplug_capable
@@ -90,7 +101,7 @@ class Port:
         return None
 
     @property
-    def irqs(self) -> tuple[int, ...]:
+    def irqs(self) -> Tuple[int, ...]:
         """The IRQs this port's services use: its MSI/MSI-X vectors, else its INTx `irq`.
 
         With MSI-X enabled `irq` still names the unused INTx line, so it only counts without MSI.
@@ -100,15 +111,17 @@ class Port:
         return () if self.irq is None else (self.irq,)
 
 
-@dataclass
 class Topology:
     """The ports of one scrape, plus facts that are not per port."""
 
-    ports: dict[str, Port]
-    pciehp_poll_mode: bool
-    unreadable_config: list[str]
+    def __init__(
+        self, ports: Dict[str, Port], pciehp_poll_mode: bool, unreadable_config: List[str]
+    ) -> None:
+        self.ports = ports
+        self.pciehp_poll_mode = pciehp_poll_mode
+        self.unreadable_config = unreadable_config
 
-    def port_for_slot_address(self, address: str) -> Port | None:
+    def port_for_slot_address(self, address: str) -> Optional[Port]:
         """The port whose secondary bus holds the slot at `dddd:bb:dd`."""
         m = SLOT_ADDR_RE.match(address)
         if not m:
@@ -126,7 +139,7 @@ def _service_id(raw: str) -> int:
     return value & 0xF if len(raw) == 2 else value & 0xFF
 
 
-def _read_int(path: str) -> int | None:
+def _read_int(path: str) -> Optional[int]:
     text = sysfs.read_text(path, limit=64)
     if text is None:
         return None
@@ -136,7 +149,7 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def _read_services(dev_dir: str, address: str) -> tuple[Service, ...]:
+def _read_services(dev_dir: str, address: str) -> Tuple[Service, ...]:
     services = []
     for name in sysfs.list_dir(dev_dir):
         m = SERVICE_RE.match(name)
@@ -148,7 +161,7 @@ def _read_services(dev_dir: str, address: str) -> tuple[Service, ...]:
     return tuple(services)
 
 
-def _msi_irqs(dev_dir: str) -> tuple[int, ...]:
+def _msi_irqs(dev_dir: str) -> Tuple[int, ...]:
     irqs = []
     for name in sysfs.list_dir(f"{dev_dir}/msi_irqs"):
         if name.isdigit():
@@ -156,7 +169,7 @@ def _msi_irqs(dev_dir: str) -> tuple[int, ...]:
     return tuple(sorted(irqs))
 
 
-def _port_type_without_config(bus: str, services: tuple[Service, ...]) -> str:
+def _port_type_without_config(bus: str, services: Tuple[Service, ...]) -> str:
     """Best guess without config space: service ids say root (0xx) or downstream (2xx)."""
     for s in services:
         raw = s.name.rsplit("pcie", 1)[1]
@@ -169,7 +182,7 @@ def _port_type_without_config(bus: str, services: tuple[Service, ...]) -> str:
     return "root_port" if bus == "00" else "downstream_port"
 
 
-def read_port(dev_dir: str, address: str) -> Port | None:
+def read_port(dev_dir: str, address: str) -> Optional[Port]:
     """A Port if the device is a PCIe root or downstream port, else None."""
     m = BDF_RE.match(address)
     if not m:
@@ -178,8 +191,8 @@ def read_port(dev_dir: str, address: str) -> Port | None:
     if cls is None or cls >> 8 != PCI_CLASS_BRIDGE_PCI:
         return None
     cfg = sysfs.read_bytes(f"{dev_dir}/config") or b""
-    cap: PcieCap | None = None
-    error: str | None = None
+    cap: Optional[PcieCap] = None
+    error: Optional[str] = None
     try:
         cap = config_space.decode(cfg)
     except ConfigSpaceError as e:
@@ -218,7 +231,7 @@ def read_port(dev_dir: str, address: str) -> Port | None:
     )
 
 
-def read_slots(paths: Paths) -> list[Slot]:
+def read_slots(paths: Paths) -> List[Slot]:
     """Every slot under /sys/bus/pci/slots with its driver module and state attributes."""
     base = paths.sys("bus", "pci", "slots")
     slots = []
@@ -248,8 +261,8 @@ def poll_mode(paths: Paths) -> bool:
 def read(paths: Paths) -> Topology:
     """Walk /sys/bus/pci/devices once and return every PCIe root and downstream port."""
     devices = paths.sys("bus", "pci", "devices")
-    ports: dict[str, Port] = {}
-    unreadable: list[str] = []
+    ports: Dict[str, Port] = {}
+    unreadable: List[str] = []
     for address in sysfs.list_dir(devices):
         port = read_port(sysfs.resolve(os.path.join(devices, address)), address)
         if port is None:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.alerts.pipeline import Recorder, alertmanager_config_for_tests, rfc3339
+from tests.alerts.pipeline import Recorder, loopback_am_config, rfc3339
 from tests.correlator.support import (
     DETACH,
     EXPLAINED,
@@ -191,9 +191,7 @@ def stack(world: World, tmp_path: Path) -> Iterator[Stack]:
     am_port = servers.free_port()
     corr = Correlator(tmp_path / "corr", world.prometheus.url, [f"http://127.0.0.1:{am_port}"])
     path = "/" + tmp_path.name  # each test's notifications apart on the shared recorder
-    cfg = alertmanager_config_for_tests(
-        world.recorder.url + path + "/oncall", corr.url + "/api/v1/webhook"
-    )
+    cfg = loopback_am_config(world.recorder.url + path + "/oncall", corr.url + "/api/v1/webhook")
     for route in cfg["route"]["routes"]:
         if route["receiver"] == "oncall" and "Detach" in route["matchers"][0]:
             route["group_wait"] = ON_CALL_WAIT  # the correlator's latency budget in this test

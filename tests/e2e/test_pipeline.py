@@ -192,7 +192,9 @@ def test_incident_page_in_a_real_browser(flood, tmp_path):
     page.feed(dom.stdout)
     text = " ".join(page.text)
     assert BROKEN_IMAGE in text and "pcie_aspm_off" in text
-    assert page.circles == inc["counts"]["alerts"]  # every member alert on the timeline
+    # every member alert on the timeline: the flood may still add members between the two reads
+    after = next(i for i in p.incidents() if i["id"] == inc["id"])
+    assert inc["counts"]["alerts"] <= page.circles <= after["counts"]["alerts"]
     assert page.incident_lines == 1  # against one incident
     runbook = next(h for h in page.links if h.endswith("/pcie_aspm_off.md"))
     status, body = servers.http_get(runbook)

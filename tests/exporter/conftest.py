@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import build_registry, parse_args
+from exporter.cli import scrape as scrape_bytes
 from tests.support.captures import Capture, tree_args
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -31,7 +31,7 @@ def parse_samples(text: str) -> Samples:
 
 def scrape_text(tree: Path, kernel_log: Path | None = None) -> str:
     registry = build_registry(parse_args(exporter_args(tree, kernel_log)))
-    return generate_latest(registry).decode()
+    return scrape_bytes(registry).decode()
 
 
 def select(samples: Samples, name: str, **labels: str) -> dict[frozenset, float]:

@@ -6,9 +6,9 @@ import os
 import shutil
 
 import pytest
-from prometheus_client import generate_latest
 
 from exporter.cli import build_registry, parse_args
+from exporter.cli import scrape as scrape_bytes
 from tests.exporter.conftest import exporter_args, parse_samples, port, select, value
 from tests.support.captures import Capture, materialize_links
 
@@ -91,10 +91,10 @@ def test_a_vanished_port_vanishes_from_the_output(tree_copy):
     """Metrics are built fresh on each scrape: no stale series for an unplugged port."""
     tree = tree_copy(Capture("q35_normal"))
     registry = build_registry(parse_args(exporter_args(tree)))
-    first = parse_samples(generate_latest(registry).decode())
+    first = parse_samples(scrape_bytes(registry).decode())
     assert select(first, "pciehp_port_info", **port("0000:00:03.3"))
     (tree / "sys/bus/pci/devices/0000:00:03.3").unlink()
-    second = parse_samples(generate_latest(registry).decode())
+    second = parse_samples(scrape_bytes(registry).decode())
     assert not select(second, "pciehp_port_info", **port("0000:00:03.3"))
     assert not select(second, "pciehp_events_total", **port("0000:00:03.3"))
     assert select(second, "pciehp_port_info", **port("0000:00:03.2"))

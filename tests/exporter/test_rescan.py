@@ -45,7 +45,7 @@ def test_checked_at_most_once_a_minute(tmp_path):
 
     def sources() -> list[str]:
         (family,) = list(collector.collect(Scrape(paths)))
-        return [s.labels["source"] for s in family.samples]
+        return [values[0] for values, _value in family.samples]
 
     assert sources() == []
     (tmp_path / "etc/cron.d/pci-rescan").write_text("* * * * * root echo 1 >/sys/bus/pci/rescan\n")
