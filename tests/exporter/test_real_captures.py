@@ -143,5 +143,5 @@ def test_every_collector_succeeds_on_every_capture(scrape):
     ):
         s = scrape(capture)
         rows = select(s, "pciehp_collector_success")
-        assert len(rows) == 7
+        assert len(rows) == 8
         assert all(v == 1 for v in rows.values()), (capture, rows)
