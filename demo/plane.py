@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -31,36 +30,6 @@ RUNBOOKS = ALERTS / "runbooks"
 class RepoProcess(servers.Server):
     """A process of this project (or another server without /-/ready), run with `sys.executable`
     or by path from its work directory; ready once `ready_path` answers 200."""
-
-    ready_path: str = "/-/ready"
-
-    def launch(self) -> None:
-        """Start the process without waiting for it."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-        )
-        log.close()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Poll `ready_path` until it answers 200; fail fast if the process died."""
-
-        def ready() -> bool:
-            if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-            return servers.http_get(self.url + self.ready_path, timeout=1.0)[0] == 200
-
-        servers.wait_until(ready, timeout=timeout, what=f"{self.name} ready")
-
-    def start(self, timeout: float = 60.0) -> RepoProcess:
-        """Start and wait until ready."""
-        self.launch()
-        self.wait_ready(timeout)
-        return self
 
 
 @dataclass

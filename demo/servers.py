@@ -96,6 +96,7 @@ class Server:
     workdir: Path
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
+    ready_path: str = "/-/ready"
 
     def __post_init__(self) -> None:
         self.log_path = self.workdir / f"{self.name}.log"
@@ -104,8 +105,8 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> Server:
-        """Start the process and wait for /-/ready."""
+    def launch(self) -> None:
+        """Start the process without waiting for it."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.proc = subprocess.Popen(
             self.argv,
@@ -116,12 +117,20 @@ class Server:
         )
         log.close()
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll `ready_path` until it answers 200; fail fast if the process died."""
+
         def ready() -> bool:
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-            return http_get(self.url + "/-/ready", timeout=1.0)[0] == 200
+            return http_get(self.url + self.ready_path, timeout=1.0)[0] == 200
 
         wait_until(ready, timeout=timeout, what=f"{self.name} ready")
+
+    def start(self, timeout: float = 60.0) -> Server:
+        """Start the process and wait until `ready_path` answers."""
+        self.launch()
+        self.wait_ready(timeout)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
