@@ -175,3 +175,19 @@ def test_demo_runs_from_an_installed_wheel(wheel_site: Path, tmp_path: Path) -> 
         ("img-imported-legacy", "guest_no_hotplug_driver"),
         ("img-legacy-aspm", "pcie_aspm_off"),
     ]
+
+
+def test_the_wheel_ships_the_published_schemas_and_page_templates(wheel_site: Path) -> None:
+    """The installed correlator validates against the same schema text docs/ publishes."""
+    for name in ("correlator-config.schema.json", "causes.schema.json"):
+        shipped = wheel_site / "correlator" / "schema" / name
+        assert shipped.read_bytes() == (ROOT / "docs" / "schema" / name).read_bytes()
+    assert sorted(p.name for p in (wheel_site / "correlator" / "web").glob("*.html"))
+    probe = from_wheel(
+        wheel_site,
+        wheel_site.parent,
+        "-c",
+        "from correlator.config import from_dict, SCHEMA_DIR; from_dict({}); print(SCHEMA_DIR)",
+        timeout=60,
+    )
+    assert probe.stdout.strip() == str(wheel_site / "correlator" / "schema"), probe.stderr
