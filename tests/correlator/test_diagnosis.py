@@ -366,7 +366,7 @@ def test_no_match_falls_back_and_says_so():
         ({"id": "x", "summary": "s", "severity": "info"}, r"\(x\)\.when: missing"),
         (
             {"id": "x", "summary": "s", "severity": "info", "when": {"any_prot": {}}},
-            r"\(x\)\.when\.any_prot: unknown condition",
+            r"\(x\)\.when\.any_prot: unknown key \(known: any_of, any_port, ",
         ),
         (
             {
@@ -375,7 +375,7 @@ def test_no_match_falls_back_and_says_so():
                 "severity": "info",
                 "when": {"any_port": {"handlr": "none"}},
             },
-            r"\(x\)\.when\.any_port\.handlr: unknown port field",
+            r"\(x\)\.when\.any_port\.handlr: unknown key \(known: button_pending, handler, ",
         ),
         (
             {
