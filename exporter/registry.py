@@ -7,7 +7,7 @@ report a partial failure and still return what it could read.
 import logging
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from exporter.exposition import GaugeMetricFamily, Metric
 from exporter.paths import Paths
@@ -15,6 +15,8 @@ from exporter.pci import topology
 from exporter.pci.topology import Topology
 
 log = logging.getLogger("pciehp_exporter")
+
+T = TypeVar("T")
 
 PREFIX = "pciehp_"
 PORT_LABELS = ["segment", "bus", "device", "function"]
@@ -40,13 +42,27 @@ log_once = LogOnce()
 
 
 class Scrape:
-    """Per-scrape context: the roots, the sysfs topology read at most once, and errors noted."""
+    """Per-scrape context: the roots, sources read at most once (topology, procfs files), errors."""
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.errors = {}  # type: Dict[str, List[str]]
         self.current = ""
         self._topology = None  # type: Optional[Topology]
+        self._shared = {}  # type: Dict[str, Tuple[object, Optional[Exception]]]
+
+    def shared(self, key: str, read: Callable[[], T]) -> T:
+        """`read()` at most once per scrape: every collector asking for `key` gets its value, or
+        the exception it raised (so each collector still reports its own failure)."""
+        if key not in self._shared:
+            try:
+                self._shared[key] = (read(), None)
+            except Exception as e:  # kept and raised again to every collector that asks
+                self._shared[key] = (None, e)
+        value, error = self._shared[key]
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
 
     @property
     def topology(self) -> Topology:

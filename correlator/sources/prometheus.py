@@ -317,6 +317,7 @@ class PrometheusSource:
                         outcome=labels.get("outcome", ""),
                         missing_support=tuple(labels.get("missing_support", "").split()),
                         denied=tuple(labels.get("denied", "").split()),
+                        source=labels.get("source", "log"),
                     )
                 )
             elif name == "pciehp_kernel_param":

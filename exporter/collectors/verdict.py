@@ -5,7 +5,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from exporter import sysfs
 from exporter.collectors._metrics import gauge, port_gauge
-from exporter.collectors.cmdline import read_params
+from exporter.collectors.cmdline import scrape_params
 from exporter.collectors.interrupts import irq_registered, port_rows
 from exporter.exposition import Metric
 from exporter.interrupts import IrqRow
@@ -51,7 +51,7 @@ class VerdictCollector(Source):
             missing.add(("irq_registered", "interrupts_unreadable"))
         params: List[Tuple[str, str]] = []
         try:
-            params = read_params(scrape.paths)
+            params = scrape_params(scrape)
         except (OSError, ValueError):
             missing.add(("kernel_params", "cmdline_unreadable"))
         compat = ("pcie_ports", "compat") in params
