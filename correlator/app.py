@@ -12,7 +12,9 @@ import contextlib
 import hmac
 import logging
 import socket
+import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +209,30 @@ def create_app(config: Config, settings: Settings) -> web.Application:
     return app
 
 
+def prune_interval(retention: float) -> float:
+    """How often the history is pruned: retention/1000, between 1 s and 1 h (30d: 43 min)."""
+    return min(3600.0, max(1.0, retention / 1000))
+
+
+async def prune_history(app: web.Application) -> None:
+    """Delete resolved incidents older than `storage.retention`, at start and periodically."""
+    config, store, metrics = app[CONFIG_KEY], app[STORE_KEY], app[METRICS_KEY]
+    book = app[RECONCILER_KEY].book
+    while True:
+        cutoff = time.time() - config.retention
+        try:
+            deleted = await asyncio.to_thread(store.prune, cutoff)
+        except sqlite3.Error as e:
+            log.warning("pruning the incident history failed, will retry: %s", e)
+        else:
+            book.forget_resolved_before(cutoff)
+            metrics.pruned.inc(deleted)
+            metrics.prune_runs.inc()
+            if deleted:
+                log.info("deleted %d resolved incident(s) older than storage.retention", deleted)
+        await asyncio.sleep(prune_interval(config.retention))
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config, settings = app[CONFIG_KEY], app[SETTINGS_KEY]
     session = aiohttp.ClientSession()
@@ -238,6 +264,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[RECONCILER_KEY] = rec
     tasks = [asyncio.create_task(rec.run(), name="reconcile")]
     tasks += [asyncio.create_task(u.pusher.run(), name=f"push {u.client.url}") for u in upstreams]
+    tasks.append(asyncio.create_task(prune_history(app), name="prune history"))
     rec.trigger()
     yield
     for task in tasks:
