@@ -39,6 +39,8 @@ from correlator.webhook import PayloadError, parse_body
 log = logging.getLogger("correlator")
 OPENAPI = Path(__file__).resolve().parent / "openapi.yml"
 STATES = ("open", "resolved", "all")
+# request body codings aiohttp decodes (Alertmanager sends none)
+CONTENT_CODINGS = ("identity", "gzip", "deflate", "br")
 
 
 @dataclass
@@ -64,6 +66,18 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"status": "error", "error": message}, status=status, headers=headers)
 
 
+def _json_media_type(header: str) -> bool:
+    """`application/json`, with no charset or UTF-8's (what Alertmanager sends)."""
+    kind, _, params = header.partition(";")
+    if kind.strip().lower() != "application/json":
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
+
+
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -81,11 +95,28 @@ async def webhook(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         metrics.webhooks.labels("too_large").inc()
         return _error(413, f"body of {request.content_length} bytes exceeds the limit of {limit}")
+    media = request.headers.get("Content-Type", "")
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if not _json_media_type(media) or coding not in CONTENT_CODINGS:
+        metrics.webhooks.labels("invalid").inc()
+        return _error(
+            415,
+            "expected Content-Type application/json in UTF-8 and a Content-Encoding of "
+            f"{', '.join(CONTENT_CODINGS)}; got {media!r} and {coding!r}",
+        )
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         metrics.webhooks.labels("too_large").inc()
         return _error(413, f"body exceeds the limit of {limit} bytes")
+    except web.RequestPayloadError as e:  # a body that cannot be decoded (Content-Encoding)
+        metrics.webhooks.labels("invalid").inc()
+        resp = _error(400, f"body cannot be read: {str(e).splitlines()[-1].strip()}")
+        # the rest cannot be decoded either: close the connection after the answer, and mark
+        # the body read so aiohttp does not try to skip the rest (and fail again)
+        resp.force_close()
+        request.content.feed_eof()
+        return resp
     try:
         alerts = parse_body(body)
     except PayloadError as e:

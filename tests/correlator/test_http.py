@@ -108,7 +108,9 @@ async def test_oversized_and_malformed_webhooks_change_nothing(aiohttp_client, t
         "error": 'invalid webhook payload: alerts[1].status: expected "firing" or "resolved", '
         "got 'pending'",
     }
-    resp = await client.post("/api/v1/webhook", data=b"{not json")
+    resp = await client.post(
+        "/api/v1/webhook", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert resp.status == 400 and "body is not JSON" in (await resp.json())["error"]
 
     rec = client.server.app[RECONCILER_KEY]
