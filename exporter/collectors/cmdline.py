@@ -61,7 +61,7 @@ def read_params(paths: Paths) -> List[Tuple[str, str]]:
 
 
 def scrape_params(scrape: Scrape) -> List[Tuple[str, str]]:
-    """This scrape's relevant parameters: /proc/cmdline read once, shared by every collector."""
+    """read_params of the scrape's procfs, read once per scrape."""
     return scrape.shared("cmdline", lambda: read_params(scrape.paths))
 
 

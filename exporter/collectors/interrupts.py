@@ -9,7 +9,7 @@ from exporter.registry import Scrape, Source
 
 
 def port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
-    """Each port's /proc/interrupts rows (pciehp's, else its own IRQs): read once per scrape."""
+    """Each port's /proc/interrupts rows (pciehp's, else its own IRQs), read once per scrape."""
     return scrape.shared("interrupts", lambda: _read_port_rows(scrape))
 
 
