@@ -12,7 +12,9 @@ import contextlib
 import hmac
 import logging
 import socket
+import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ from correlator.webhook import PayloadError, parse_body
 log = logging.getLogger("correlator")
 OPENAPI = Path(__file__).resolve().parent / "openapi.yml"
 STATES = ("open", "resolved", "all")
+# request body codings aiohttp decodes (Alertmanager sends none)
+CONTENT_CODINGS = ("identity", "gzip", "deflate", "br")
 
 
 @dataclass
@@ -62,6 +66,18 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"status": "error", "error": message}, status=status, headers=headers)
 
 
+def _json_media_type(header: str) -> bool:
+    """`application/json`, with no charset or UTF-8's (what Alertmanager sends)."""
+    kind, _, params = header.partition(";")
+    if kind.strip().lower() != "application/json":
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return False
+    return True
+
+
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -79,11 +95,28 @@ async def webhook(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         metrics.webhooks.labels("too_large").inc()
         return _error(413, f"body of {request.content_length} bytes exceeds the limit of {limit}")
+    media = request.headers.get("Content-Type", "")
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if not _json_media_type(media) or coding not in CONTENT_CODINGS:
+        metrics.webhooks.labels("invalid").inc()
+        return _error(
+            415,
+            "expected Content-Type application/json in UTF-8 and a Content-Encoding of "
+            f"{', '.join(CONTENT_CODINGS)}; got {media!r} and {coding!r}",
+        )
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         metrics.webhooks.labels("too_large").inc()
         return _error(413, f"body exceeds the limit of {limit} bytes")
+    except web.RequestPayloadError as e:  # a body that cannot be decoded (Content-Encoding)
+        metrics.webhooks.labels("invalid").inc()
+        resp = _error(400, f"body cannot be read: {str(e).splitlines()[-1].strip()}")
+        # the rest cannot be decoded either: close the connection after the answer, and mark
+        # the body read so aiohttp does not try to skip the rest (and fail again)
+        resp.force_close()
+        request.content.feed_eof()
+        return resp
     try:
         alerts = parse_body(body)
     except PayloadError as e:
@@ -207,6 +240,30 @@ def create_app(config: Config, settings: Settings) -> web.Application:
     return app
 
 
+def prune_interval(retention: float) -> float:
+    """How often the history is pruned: retention/1000, between 1 s and 1 h (30d: 43 min)."""
+    return min(3600.0, max(1.0, retention / 1000))
+
+
+async def prune_history(app: web.Application) -> None:
+    """Delete resolved incidents older than `storage.retention`, at start and periodically."""
+    config, store, metrics = app[CONFIG_KEY], app[STORE_KEY], app[METRICS_KEY]
+    book = app[RECONCILER_KEY].book
+    while True:
+        cutoff = time.time() - config.retention
+        try:
+            deleted = await asyncio.to_thread(store.prune, cutoff)
+        except sqlite3.Error as e:
+            log.warning("pruning the incident history failed, will retry: %s", e)
+        else:
+            book.forget_resolved_before(cutoff)
+            metrics.pruned.inc(deleted)
+            metrics.prune_runs.inc()
+            if deleted:
+                log.info("deleted %d resolved incident(s) older than storage.retention", deleted)
+        await asyncio.sleep(prune_interval(config.retention))
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     config, settings = app[CONFIG_KEY], app[SETTINGS_KEY]
     session = aiohttp.ClientSession()
@@ -238,6 +295,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[RECONCILER_KEY] = rec
     tasks = [asyncio.create_task(rec.run(), name="reconcile")]
     tasks += [asyncio.create_task(u.pusher.run(), name=f"push {u.client.url}") for u in upstreams]
+    tasks.append(asyncio.create_task(prune_history(app), name="prune history"))
     rec.trigger()
     yield
     for task in tasks:

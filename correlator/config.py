@@ -5,21 +5,29 @@ The defaults here are the ones documented in `config.example.yml`; a test keeps 
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator, ValidationError
+from referencing import Registry, Resource
 
 from correlator.matchers import Matcher, MatcherError, parse_matcher
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_CAUSES = PACKAGE_DIR / "causes.yml"
 EXAMPLE_CONFIG = PACKAGE_DIR / "config.example.yml"
+# the published JSON Schemas (docs/schema/ holds identical copies for editors)
+SCHEMA_DIR = PACKAGE_DIR / "schema"
 
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION = re.compile(
+    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?"
+)
+_UNIT_SECONDS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 
 
 class ConfigError(ValueError):
@@ -27,14 +35,13 @@ class ConfigError(ValueError):
 
 
 def parse_duration(value: object, key: str) -> float:
-    """Prometheus-style duration ("15s", "5m", "1h30m", "200ms") or a number of seconds."""
+    """Prometheus-style duration ("15s", "5m", "1h30m", "200ms", "30d") or a number of seconds."""
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration like 15s or 5m, got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and value and (m := _DURATION.fullmatch(value.strip())):
-        h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
-        seconds = h * 3600 + mi * 60 + s + ms / 1000
+        seconds = sum(int(g) * unit for g, unit in zip(m.groups(), _UNIT_SECONDS, strict=True) if g)
     else:
         raise ConfigError(f"{key}: expected a duration like 15s or 5m, got {value!r}")
     if seconds <= 0:
@@ -90,6 +97,7 @@ class Config:
     )
     external_url: str = ""
     history_limit: int = 500
+    retention: float = 30 * 86400.0
     causes_file: Path = BUILTIN_CAUSES
     causes: tuple[Mapping[str, Any], ...] = ()
     fallback_cause: str = "guest_facts_unknown"
@@ -100,146 +108,156 @@ class Config:
         return f"{base}{'' if base.endswith('/') else '/'}{cause_id}.md"
 
     def cause_rows(self) -> list[Mapping[str, Any]]:
-        """The raw diagnosis table: inline `diagnosis.causes`, else the causes file."""
+        """The diagnosis table checked against causes.schema.json: inline, else the file."""
         if self.causes:
-            return list(self.causes)
-        try:
-            doc = yaml.safe_load(self.causes_file.read_text())
-        except OSError as e:
-            raise ConfigError(f"diagnosis.causes_file: cannot read {self.causes_file}: {e}") from e
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"diagnosis.causes_file: {self.causes_file} is not UTF-8: {e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"diagnosis.causes_file: {self.causes_file} is not YAML: {e}") from e
-        if not isinstance(doc, dict) or not isinstance(doc.get("causes"), list):
-            raise ConfigError(f"diagnosis.causes_file: {self.causes_file} needs a `causes:` list")
-        return doc["causes"]
+            doc: object = {"causes": list(self.causes)}
+            prefix = "diagnosis."
+        else:
+            path = self.causes_file
+            try:
+                doc = yaml.safe_load(path.read_text())
+            except OSError as e:
+                raise ConfigError(f"diagnosis.causes_file: cannot read {path}: {e}") from e
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"diagnosis.causes_file: {path} is not UTF-8: {e}") from e
+            except yaml.YAMLError as e:
+                raise ConfigError(f"diagnosis.causes_file: {path} is not YAML: {e}") from e
+            prefix = f"{path}: "
+        check_schema(CAUSES_VALIDATOR, doc, prefix, "top level")
+        return doc["causes"]  # type: ignore[index]
 
 
-# --- validation helpers -------------------------------------------------------------------------
+# --- validation against the published JSON Schemas ---------------------------------------------
 
 
-def _mapping(value: object, key: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-    return value
+def _schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / name).read_text())
 
 
-def _check_keys(section: Mapping[str, Any], known: set[str], prefix: str) -> None:
-    for k in section:
-        if k not in known:
-            where = f"{prefix}.{k}" if prefix else str(k)
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+CONFIG_SCHEMA = _schema("correlator-config.schema.json")
+CAUSES_SCHEMA = _schema("causes.schema.json")
+_REGISTRY: Registry = Registry().with_resources(
+    (s["$id"], Resource.from_contents(s)) for s in (CONFIG_SCHEMA, CAUSES_SCHEMA)
+)
+CONFIG_VALIDATOR = Draft202012Validator(CONFIG_SCHEMA, registry=_REGISTRY)
+CAUSES_VALIDATOR = Draft202012Validator(CAUSES_SCHEMA, registry=_REGISTRY)
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
 
 
-def _string(value: object, key: str, allow_empty: bool = True) -> str:
-    if not isinstance(value, str) or (not allow_empty and not value):
-        raise ConfigError(f"{key}: expected a {'non-empty ' if not allow_empty else ''}string")
-    return value
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _positive_int(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
-    return value
+def _key_path(doc: object, path: Sequence[object]) -> str:
+    """`a.b[2].c`, with a cause row's id after its index: `causes[1] (pcie_aspm_off).when`."""
+    out, node = "", doc
+    for i, step in enumerate(path):
+        if isinstance(step, int):
+            out += f"[{step}]"
+        else:
+            out += f".{step}" if out else str(step)
+        node = node[step]  # type: ignore[index]
+        if path[i - 1 : i] == ["causes"] and isinstance(step, int) and isinstance(node, dict):
+            cid = node.get("id")
+            if isinstance(cid, str) and re.fullmatch(r"[a-z][a-z0-9_]*", cid):
+                out += f" ({cid})"
+    return out
 
 
-def _url(value: object, key: str, allow_empty: bool = True) -> str:
-    text = _string(value, key)
-    if text and not re.match(r"https?://[^/\s]+", text):
-        raise ConfigError(f"{key}: expected an http(s) URL, got {text!r}")
-    if not text and not allow_empty:
-        raise ConfigError(f"{key}: expected an http(s) URL")
-    return text
+def _describe(error: ValidationError, doc: object, prefix: str, root: str) -> str:
+    """One schema violation as `<path to the bad key>: <what was expected>`."""
+    path = list(error.absolute_path)
+    where = _key_path(doc, path)
+    kind, schema = error.validator, error.schema
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        known = sorted(schema.get("properties", {}))
+        extra = next(str(k) for k in error.instance if k not in known)
+        key = f"{where}.{extra}" if where else extra
+        return f"{prefix}{key}: unknown key (known: {', '.join(known)})"
+    if kind == "required" and isinstance(error.instance, dict):
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        key = f"{where}.{missing}" if where else missing
+        return f"{prefix}{key}: missing"
+    where = where or root
+    types = error.validator_value if kind == "type" else None
+    if types and "object" in types:
+        expected = "a mapping"
+    elif "title" in schema and path:
+        expected = schema["title"]
+    elif kind == "type":
+        names = [types] if isinstance(types, str) else types
+        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in names)
+    else:
+        return f"{prefix}{where}: {error.message}"
+    return f"{prefix}{where}: expected {expected}, got {_shown(error.instance)}"
 
 
-def _label_name(value: object, key: str) -> str:
-    text = _string(value, key, allow_empty=False)
-    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", text):
-        raise ConfigError(f"{key}: {text!r} is not a valid label name")
-    return text
-
-
-def _section(
-    doc: Mapping[str, Any],
-    name: str,
-    parsers: Mapping[str, Callable[[object, str], object]],
-    parent: str = "",
-) -> dict[str, object]:
-    where = f"{parent}.{name}" if parent else name
-    section = _mapping(doc.get(name), where)
-    _check_keys(section, set(parsers), where)
-    return {k: parsers[k](v, f"{where}.{k}") for k, v in section.items()}
+def check_schema(
+    validator: Draft202012Validator, doc: object, prefix: str = "", root: str = "config"
+) -> None:
+    """Raise ConfigError listing every violation, one per line, in document order."""
+    try:
+        errors = list(validator.iter_errors(doc))
+    except RecursionError as e:
+        raise ConfigError(f"{prefix}{root}: nested too deeply") from e
+    if errors:
+        lines = sorted({_describe(e, doc, prefix, root) for e in errors})
+        raise ConfigError("\n".join(lines))
 
 
 def from_dict(doc: Mapping[str, Any], base_dir: Path | None = None) -> Config:
-    """Validate a parsed YAML document into a Config; defaults fill whatever it leaves out."""
-    doc = _mapping(doc, "config")
-    top = {
-        "alerts",
-        "prometheus",
-        "alertmanager",
-        "webhook",
-        "timings",
-        "diagnosis",
-        "runbook_base_url",
-        "external_url",
-        "history_limit",
-    }
-    _check_keys(doc, top, "")
+    """Validate a parsed YAML document into a Config; defaults fill whatever it leaves out.
+
+    The schema says what each key may be; here only what it cannot: durations above zero,
+    matchers that compile, and the timings that must be ordered.
+    """
+    check_schema(CONFIG_VALIDATOR, doc)
     cfg = Config()
     changes: dict[str, object] = {}
 
-    alerts = _mapping(doc.get("alerts"), "alerts")
-    _check_keys(alerts, {"matchers", "labels"}, "alerts")
+    def section(name: str) -> Mapping[str, Any]:
+        return doc.get(name) or {}
+
+    alerts = section("alerts")
     if "matchers" in alerts:
-        raw = alerts["matchers"]
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError("alerts.matchers: expected a non-empty list of matchers")
         matchers = []
-        for i, m in enumerate(raw):
+        for i, m in enumerate(alerts["matchers"]):
             try:
-                matchers.append(parse_matcher(_string(m, f"alerts.matchers[{i}]")))
+                matchers.append(parse_matcher(m))
             except MatcherError as e:
                 raise ConfigError(f"alerts.matchers[{i}]: {e}") from e
         changes["matchers"] = tuple(matchers)
-    if "labels" in alerts:
-        names = {f.name for f in fields(LabelMap)}
-        labels = _section(alerts, "labels", dict.fromkeys(names, _label_name), "alerts")
-        changes["labels"] = replace(cfg.labels, **labels)
+    if alerts.get("labels"):
+        changes["labels"] = replace(cfg.labels, **alerts["labels"])
 
-    prom = _section(
-        doc,
-        "prometheus",
-        {
-            "image_label": _label_name,
-            "selector": _string,
-            "timeout": parse_duration,
-            "facts_max_age": parse_duration,
-        },
-    )
-    for k, attr in {
-        "image_label": "image_label",
-        "selector": "prometheus_selector",
-        "timeout": "prometheus_timeout",
-        "facts_max_age": "facts_max_age",
-    }.items():
+    prom = section("prometheus")
+    for k, attr in {"image_label": "image_label", "selector": "prometheus_selector"}.items():
         if k in prom:
             changes[attr] = prom[k]
-    if "prometheus_selector" in changes:
-        _check_selector(str(changes["prometheus_selector"]))
+    for k, attr in {"timeout": "prometheus_timeout", "facts_max_age": "facts_max_age"}.items():
+        if k in prom:
+            changes[attr] = parse_duration(prom[k], f"prometheus.{k}")
+    if "timeout" in section("alertmanager"):
+        changes["alertmanager_timeout"] = parse_duration(
+            section("alertmanager")["timeout"], "alertmanager.timeout"
+        )
+    hook = section("webhook")
+    if "bearer_token_file" in hook:
+        changes["bearer_token_file"] = hook["bearer_token_file"]
+    if "max_body_bytes" in hook:
+        changes["max_body_bytes"] = int(hook["max_body_bytes"])
+    if "retention" in section("storage"):
+        changes["retention"] = parse_duration(section("storage")["retention"], "storage.retention")
 
-    am = _section(doc, "alertmanager", {"timeout": parse_duration})
-    if "timeout" in am:
-        changes["alertmanager_timeout"] = am["timeout"]
-
-    hook = _section(doc, "webhook", {"bearer_token_file": _string, "max_body_bytes": _positive_int})
-    changes.update(hook)
-
-    timing_names = {f.name for f in fields(Timings)}
-    timings = _section(doc, "timings", dict.fromkeys(timing_names, parse_duration))
+    timings = {k: parse_duration(v, f"timings.{k}") for k, v in section("timings").items()}
     t = replace(cfg.timings, **timings)
     if t.push_ttl <= t.resend_interval:
         raise ConfigError(
@@ -251,38 +269,23 @@ def from_dict(doc: Mapping[str, Any], base_dir: Path | None = None) -> Config:
     changes["timings"] = t
 
     if "runbook_base_url" in doc:
-        changes["runbook_base_url"] = _url(doc["runbook_base_url"], "runbook_base_url", False)
+        changes["runbook_base_url"] = doc["runbook_base_url"]
     if "external_url" in doc:
-        changes["external_url"] = _url(doc["external_url"], "external_url").rstrip("/")
+        changes["external_url"] = doc["external_url"].rstrip("/")
     if "history_limit" in doc:
-        changes["history_limit"] = _positive_int(doc["history_limit"], "history_limit")
+        changes["history_limit"] = int(doc["history_limit"])
 
-    diag = _mapping(doc.get("diagnosis"), "diagnosis")
-    _check_keys(diag, {"causes_file", "causes", "fallback_cause"}, "diagnosis")
+    diag = section("diagnosis")
     if "causes_file" in diag:
-        path = Path(_string(diag["causes_file"], "diagnosis.causes_file", allow_empty=False))
+        path = Path(diag["causes_file"])
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         changes["causes_file"] = path
     if "causes" in diag:
-        rows = diag["causes"]
-        if not isinstance(rows, list) or not rows:
-            raise ConfigError("diagnosis.causes: expected a non-empty list of causes")
-        changes["causes"] = tuple(rows)
+        changes["causes"] = tuple(diag["causes"])
     if "fallback_cause" in diag:
-        changes["fallback_cause"] = _string(diag["fallback_cause"], "diagnosis.fallback_cause")
+        changes["fallback_cause"] = diag["fallback_cause"]
     return replace(cfg, **changes)
-
-
-def _check_selector(selector: str) -> None:
-    """The extra PromQL matchers must look like `name="v", other=~"w"` (no braces)."""
-    if not selector:
-        return
-    item = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
-    if not re.fullmatch(rf"{item}(,{item})*,?\s*", selector):
-        raise ConfigError(
-            f'prometheus.selector: expected label matchers like job="pciehp", got {selector!r}'
-        )
 
 
 def load(path: str | Path | None) -> Config:

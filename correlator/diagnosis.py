@@ -9,88 +9,17 @@ matching cause are its evidence. Adding a cause is a YAML edit, never a Python o
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from correlator.config import Config, ConfigError
-from correlator.model import PORT_FIELDS, GuestFacts, HostPortFacts, PortFacts, Verdict
+from correlator.model import GuestFacts, HostPortFacts, PortFacts, Verdict
 
-SEVERITIES = ("critical", "warning", "info")
 NO_GUEST_DATA = "no_guest_data"
-HOST_PORT_FIELDS = tuple(f for f in HostPortFacts.__dataclass_fields__ if f != "address")
-_ID = re.compile(r"[a-z][a-z0-9_]*")
 
 Scalar = str | int | float
 Check = Callable[[GuestFacts, Any], tuple[bool, str]]
-
-
-# --- argument validators ------------------------------------------------------------------------
-
-
-def _v_bool(arg: object, key: str) -> object:
-    if not isinstance(arg, bool):
-        raise ConfigError(f"{key}: expected true or false")
-    return arg
-
-
-def _v_text(arg: object, key: str) -> object:
-    if not isinstance(arg, str) or not arg:
-        raise ConfigError(f"{key}: expected a non-empty string")
-    return arg
-
-
-def _v_scalar_or_list(arg: object, key: str) -> object:
-    items = arg if isinstance(arg, list) else [arg]
-    if not items or not all(isinstance(x, str | int | float) and x is not True for x in items):
-        raise ConfigError(f"{key}: expected a value or a list of values")
-    return arg
-
-
-def _v_text_list(arg: object, key: str) -> object:
-    if not isinstance(arg, list) or not arg or not all(isinstance(x, str) for x in arg):
-        raise ConfigError(f"{key}: expected a non-empty list of names")
-    return arg
-
-
-def _v_fields(known: Sequence[str], what: str) -> Callable[[object, str], object]:
-    def check(arg: object, key: str) -> object:
-        if not isinstance(arg, dict) or not arg:
-            raise ConfigError(f"{key}: expected a mapping of {what} fields to values")
-        for name, value in arg.items():
-            if name not in known:
-                raise ConfigError(f"{key}.{name}: unknown {what} field (known: {', '.join(known)})")
-            _v_scalar_or_list(value, f"{key}.{name}")
-        return arg
-
-    return check
-
-
-_v_port = _v_fields(PORT_FIELDS, "port")
-_v_host_port = _v_fields(HOST_PORT_FIELDS, "host port")
-_v_host_verdict = _v_fields(("verdict", "reason"), "host verdict")
-
-
-def _v_params(arg: object, key: str) -> object:
-    if not isinstance(arg, dict) or not arg:
-        raise ConfigError(f"{key}: expected a mapping of kernel parameters to values")
-    for name, value in arg.items():
-        _v_scalar_or_list(value, f"{key}.{name}")
-    return arg
-
-
-def _v_conditions_list(arg: object, key: str) -> object:
-    if not isinstance(arg, list) or not arg:
-        raise ConfigError(f"{key}: expected a non-empty list of condition mappings")
-    for i, item in enumerate(arg):
-        validate_conditions(item, f"{key}[{i}]")
-    return arg
-
-
-def _v_conditions(arg: object, key: str) -> object:
-    validate_conditions(arg, key)
-    return arg
 
 
 # --- value comparison and wording ---------------------------------------------------------------
@@ -295,38 +224,29 @@ def _p_not(facts: GuestFacts, inner: Mapping[str, Any]) -> tuple[bool, str]:
     return not ok, "; ".join(lines)
 
 
-PREDICATES: dict[str, tuple[Callable[[object, str], object], Check]] = {
-    "guest_data": (_v_bool, _p_guest_data),
-    "fact_unknown": (_v_bool, _p_fact_unknown),
-    "host_data": (_v_bool, _p_host_data),
-    "host_hotplug": (_v_scalar_or_list, _p_host_hotplug),
-    "host_verdict": (_v_host_verdict, _p_host_verdict),
-    "host_any_port": (_v_host_port, _p_host_any_port),
-    "host_no_port": (_v_host_port, _p_host_no_port),
-    "collector_failed": (_v_text_list, _p_collector_failed),
-    "machine": (_v_scalar_or_list, _p_machine),
-    "any_port": (_v_port, _p_any_port),
-    "no_port": (_v_port, _p_no_port),
-    "osc_outcome": (_v_scalar_or_list, _p_osc_outcome),
-    "osc_missing_support_contains": (_v_text, _p_osc_missing),
-    "osc_denied_contains": (_v_text, _p_osc_denied),
-    "cmdline": (_v_params, _p_cmdline),
-    "cmdline_contains": (_v_params, _p_cmdline_contains),
-    "cmdline_not": (_v_params, _p_cmdline_not),
-    "rescan_workaround": (_v_bool, _p_rescan),
-    "any_of": (_v_conditions_list, _p_any_of),
-    "not": (_v_conditions, _p_not),
+# Each condition's argument is checked by causes.schema.json (`$defs/conditions`).
+PREDICATES: dict[str, Check] = {
+    "guest_data": _p_guest_data,
+    "fact_unknown": _p_fact_unknown,
+    "host_data": _p_host_data,
+    "host_hotplug": _p_host_hotplug,
+    "host_verdict": _p_host_verdict,
+    "host_any_port": _p_host_any_port,
+    "host_no_port": _p_host_no_port,
+    "collector_failed": _p_collector_failed,
+    "machine": _p_machine,
+    "any_port": _p_any_port,
+    "no_port": _p_no_port,
+    "osc_outcome": _p_osc_outcome,
+    "osc_missing_support_contains": _p_osc_missing,
+    "osc_denied_contains": _p_osc_denied,
+    "cmdline": _p_cmdline,
+    "cmdline_contains": _p_cmdline_contains,
+    "cmdline_not": _p_cmdline_not,
+    "rescan_workaround": _p_rescan,
+    "any_of": _p_any_of,
+    "not": _p_not,
 }
-
-
-def validate_conditions(when: object, key: str) -> None:
-    """Check a conditions mapping against the predicate registry; raises ConfigError."""
-    if not isinstance(when, dict):
-        raise ConfigError(f"{key}: expected a mapping of conditions")
-    for name, arg in when.items():
-        if name not in PREDICATES:
-            raise ConfigError(f"{key}.{name}: unknown condition (known: {', '.join(PREDICATES)})")
-        PREDICATES[name][0](arg, f"{key}.{name}")
 
 
 def evaluate(when: Mapping[str, Any], facts: GuestFacts) -> tuple[bool, list[str]]:
@@ -339,7 +259,7 @@ def evaluate(when: Mapping[str, Any], facts: GuestFacts) -> tuple[bool, list[str
                 return False, branch
             lines += branch
             continue
-        ok, text = PREDICATES[name][1](facts, arg)
+        ok, text = PREDICATES[name](facts, arg)
         if not ok:
             return False, [text]
         lines.append(text)
@@ -416,9 +336,7 @@ class DiagnosisTable:
     def from_config(cls, config: Config) -> DiagnosisTable:
         """Build and validate the table named by the configuration; raises ConfigError."""
         where = "diagnosis.causes" if config.causes else f"{config.causes_file}: causes"
-        causes: list[Cause] = []
-        for i, row in enumerate(config.cause_rows()):
-            causes.append(_cause(row, f"{where}[{i}]", config))
+        causes = [_cause(row, config) for row in config.cause_rows()]
         ids = [c.id for c in causes]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -459,32 +377,15 @@ class DiagnosisTable:
         )
 
 
-def _cause(row: object, key: str, config: Config) -> Cause:
-    if not isinstance(row, dict):
-        raise ConfigError(f"{key}: expected a mapping")
-    cid = row.get("id")
-    if not isinstance(cid, str) or not _ID.fullmatch(cid):
-        raise ConfigError(f"{key}.id: expected a lower-case identifier like pcie_aspm_off")
-    key = f"{key} ({cid})"
-    known = {"id", "summary", "severity", "runbook_url", "when", "action", "guest_can_unplug"}
-    for k in row:
-        if k not in known:
-            raise ConfigError(f"{key}.{k}: unknown key (known: {', '.join(sorted(known))})")
-    summary = row.get("summary")
-    if not isinstance(summary, str) or not summary.strip():
-        raise ConfigError(f"{key}.summary: expected a non-empty string")
-    severity = row.get("severity")
-    if severity not in SEVERITIES:
-        raise ConfigError(f"{key}.severity: expected one of {', '.join(SEVERITIES)}")
-    runbook = row.get("runbook_url", config.runbook_url(cid))
-    if not isinstance(runbook, str) or not re.match(r"https?://", runbook):
-        raise ConfigError(f"{key}.runbook_url: expected an http(s) URL")
-    action = row.get("action", "")
-    if not isinstance(action, str):
-        raise ConfigError(f"{key}.action: expected a string")
-    can_unplug = row.get("guest_can_unplug", False)
-    _v_bool(can_unplug, f"{key}.guest_can_unplug")
-    if "when" not in row:
-        raise ConfigError(f"{key}.when: missing (use {{}} for a cause that always matches)")
-    validate_conditions(row["when"], f"{key}.when")
-    return Cause(cid, summary.strip(), severity, runbook, row["when"], action.strip(), can_unplug)
+def _cause(row: Mapping[str, Any], config: Config) -> Cause:
+    """A row already checked against causes.schema.json."""
+    cid = row["id"]
+    return Cause(
+        cid,
+        row["summary"].strip(),
+        row["severity"],
+        row.get("runbook_url", config.runbook_url(cid)),
+        row["when"],
+        row.get("action", "").strip(),
+        row.get("guest_can_unplug", False),
+    )

@@ -586,6 +586,12 @@ class IncidentBook:
             return True
         return False
 
+    def forget_resolved_before(self, before: float) -> None:
+        """Drop from memory the resolved incidents the store's retention deleted."""
+        self.history = {
+            iid: inc for iid, inc in self.history.items() if (inc.resolved_at or 0) >= before
+        }
+
     def trim_history(self, limit: int) -> None:
         """Keep only the newest `limit` resolved incidents in memory (storage keeps all)."""
         if len(self.history) > limit:

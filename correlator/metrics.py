@@ -90,6 +90,16 @@ class Metrics:
             ["alertmanager"],
             registry=r,
         )
+        self.prune_runs = Counter(
+            p + "history_prunes",
+            "Runs of the history pruning (storage.retention).",
+            registry=r,
+        )
+        self.pruned = Counter(
+            p + "history_pruned_incidents",
+            "Resolved incidents deleted from the history for being older than storage.retention.",
+            registry=r,
+        )
         self.build_info = Gauge(
             p + "build_info", "Always 1; the version as a label.", ["version"], registry=r
         )

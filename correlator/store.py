@@ -1,7 +1,8 @@
 """Incident history in SQLite: incidents and their members survive a restart.
 
 One row per incident (its state as JSON) and one row per member alert; a reconcile writes only
-the incidents and members it changed, in one transaction.
+the incidents and members it changed, in one transaction. Resolved incidents older than the
+retention are deleted by `prune`; how many each image key lost is kept, so ids are never reused.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,6 +34,7 @@ CREATE TABLE IF NOT EXISTS members (
     body TEXT NOT NULL,
     PRIMARY KEY (incident_id, fingerprint)
 );
+CREATE TABLE IF NOT EXISTS pruned (key TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
 
 
@@ -118,8 +121,39 @@ class Store:
             (*OPEN_STATES, history_limit),
         )
         with self._lock:
-            seq = dict(self._db.execute("SELECT key, COUNT(*) FROM incidents GROUP BY key"))
+            seq = dict(
+                self._db.execute(
+                    "SELECT key, SUM(n) FROM (SELECT key, COUNT(*) AS n FROM incidents "
+                    "GROUP BY key UNION ALL SELECT key, count FROM pruned) GROUP BY key"
+                )
+            )
         return live + old, seq
+
+    def prune(self, before: float) -> int:
+        """Delete the incidents resolved before `before` (epoch seconds) with their members.
+
+        Open incidents stay however old. Returns how many incidents were deleted.
+        """
+        marks = ",".join("?" * len(OPEN_STATES))
+        with self._lock, self._db:
+            rows = self._db.execute(
+                f"SELECT id, key FROM incidents WHERE state NOT IN ({marks}) AND resolved_at < ?",
+                (*OPEN_STATES, before),
+            ).fetchall()
+            ids = [(iid,) for iid, _ in rows]
+            self._db.executemany("DELETE FROM members WHERE incident_id=?", ids)
+            self._db.executemany("DELETE FROM incidents WHERE id=?", ids)
+            self._db.executemany(
+                "INSERT INTO pruned VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET count=count+excluded.count",
+                Counter(key for _, key in rows).items(),
+            )
+        return len(rows)
+
+    def count(self) -> int:
+        """Incidents in the history, open and resolved."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
 
     def get(self, incident_id: str) -> Incident | None:
         """One incident by id, however old."""

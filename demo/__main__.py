@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quiet-after",
         type=float,
         default=20.0,
-        help="seconds without new on-call notifications before the summary",
+        help="once every hung detach is in an incident: seconds without new on-call "
+        "notifications before the summary",
     )
     return ap.parse_args(argv)
 
@@ -96,7 +97,8 @@ def print_summary(s: dict) -> None:
     print("=" * 78)
     print(
         f"Fleet: {s['guests']} guests; volume detached from {s['detached']}; "
-        f"{s['hung']} detaches hung (no DEVICE_DELETED in their real capture)."
+        f"{s['hung']} detaches hung (no DEVICE_DELETED: in the guest's real capture, "
+        "or on the broken host)."
     )
     print(
         f"Control plane raised {s['alerts_raised']} detach alerts "
@@ -160,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"alerts raised {player.raised:5d} | hung detaches {len(player.hung):4d} | "
                     f"incidents {len(incidents)} | on-call notifications {n}"
                 )
+                explained = sum(i["counts"]["instances"] for i in incidents)
                 if (
                     player.done.is_set()
-                    and incidents
+                    and explained >= len(player.hung)
                     and time.monotonic() - last_change > args.quiet_after
                 ):
                     break

@@ -161,6 +161,9 @@ class FleetServer:
         self._server.server_close()
 
 
+BROKEN_HOST = "cmp-broken"  # its nova-compute lost libvirt: no detach on it reaches QEMU
+
+
 def default_fleet(size: int = 300) -> list[FleetGuest]:
     """Several images, a few hundred guests. Which capture a guest mirrors decides its fate:
 
@@ -170,14 +173,19 @@ def default_fleet(size: int = 300) -> list[FleetGuest]:
     - img-debian12-acpi: healthy, QEMU's default ACPI hotplug (no pciehp, and that is fine);
     - img-centos-pc: healthy i440fx guests (ACPI hotplug, no PCIe ports at all);
     - img-imported-acpi: a customer's image brought from another cloud, running no guest exporter;
-      healthy under ACPI hotplug, which only the host exporter can tell.
+      healthy under ACPI hotplug, which only the host exporter can tell;
+    - img-imported-legacy: another customer image without a guest exporter, booted with
+      pcie_aspm=off: only the host exporter sees its root ports never armed.
+
+    The first guest of every healthy image runs on BROKEN_HOST, where every detach hangs.
     """
     mix = (
-        ("img-legacy-aspm", 0.40, "q35_aspm_off", "q35_normal", 10, True),
+        ("img-legacy-aspm", 0.35, "q35_aspm_off", "q35_normal", 10, True),
         ("img-debian12", 0.20, "q35_normal", None, 0, True),
         ("img-debian12-acpi", 0.15, "q35_acpihp_normal", None, 0, True),
         ("img-centos-pc", 0.15, "i440fx_normal", None, 0, True),
         ("img-imported-acpi", 0.10, "q35_acpihp_normal", None, 0, False),
+        ("img-imported-legacy", 0.05, "q35_aspm_off", None, 0, False),
     )
     guests: list[FleetGuest] = []
     n = 0
@@ -185,12 +193,14 @@ def default_fleet(size: int = 300) -> list[FleetGuest]:
         count = max(1, round(size * share))
         for i in range(count):
             use = fixed_scenario if fixed_every and i % fixed_every == fixed_every - 1 else scenario
+            capture = Capture(use or scenario)
+            healthy = not would_hang_capture(capture)
             guests.append(
                 FleetGuest(
                     name=f"vm-{n:04d}",
                     image_id=image,
-                    host=f"cmp-{n % 17:02d}",
-                    capture=Capture(use or scenario),
+                    host=BROKEN_HOST if healthy and i == 0 else f"cmp-{n % 17:02d}",
+                    capture=capture,
                     exporter=exporter,
                 )
             )
@@ -198,7 +208,12 @@ def default_fleet(size: int = 300) -> list[FleetGuest]:
     return guests
 
 
-def would_hang(guest: FleetGuest) -> bool:
-    """Ground truth from the real capture: did QEMU ever emit DEVICE_DELETED for this guest?"""
-    result = json.loads((guest.capture.tree.parent / "result.json").read_text())
+def would_hang_capture(capture: Capture) -> bool:
+    """Ground truth from the real capture: did QEMU never emit DEVICE_DELETED?"""
+    result = json.loads((capture.tree.parent / "result.json").read_text())
     return not result["device_deleted"]
+
+
+def would_hang(guest: FleetGuest) -> bool:
+    """Does a detach from this guest hang: its kernel never answers, or its host is broken."""
+    return guest.host == BROKEN_HOST or would_hang_capture(guest.capture)

@@ -8,7 +8,7 @@ names sorted, values formatted like its floatToGoString, only label values and h
 
 import math
 import os
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -83,26 +83,40 @@ def escape(value: str) -> str:
     return value
 
 
+_SERIES: Dict[Tuple[str, Tuple[str, ...]], Dict[Tuple[str, ...], str]] = {}
+"""Per family (name, label names): label values -> rendered `name{...} `. A scrape repeats the
+previous one's series, so rendering is mostly lookups; each family keeps at most _SERIES_MAX."""
+_SERIES_MAX = 4096
+
+
+def _series(name: str, labels: Tuple[str, ...], values: Tuple[str, ...]) -> str:
+    """`name{label="value",...} ` with label pairs sorted by name, as client_python writes them."""
+    pairs = sorted(zip(labels, values))
+    return name + "{" + ",".join(k + '="' + escape(v) + '"' for k, v in pairs) + "} "
+
+
 def render_metrics(metrics: Iterable[Metric]) -> str:
     """Exposition text of gauge and counter families, in the order given."""
-    out = []  # type: List[str]
+    out: List[str] = []
     append = out.append
     fixed = _FIXED
     for metric in metrics:
         name = metric.name + "_total" if metric.type == "counter" else metric.name
         doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
         append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n")
-        if not metric.labels:
+        labels = metric.labels
+        if not labels:
             for _values, v in metric.samples:
                 append(f"{name} {fixed.get(v) or format_value(v)}\n")
             continue
-        # client_python writes label pairs sorted by name
-        order = sorted(range(len(metric.labels)), key=metric.labels.__getitem__)
-        keys = [metric.labels[i] + '="' for i in order]
-        head = name + "{"
+        known = _SERIES.get((name, labels))
+        if known is None or len(known) > _SERIES_MAX:
+            known = _SERIES[(name, labels)] = {}
         for values, v in metric.samples:
-            pairs = ",".join(k + escape(values[i]) + '"' for k, i in zip(keys, order))
-            append(head + pairs + "} " + (fixed.get(v) or format_value(v)) + "\n")
+            series = known.get(values)
+            if series is None:
+                series = known[values] = _series(name, labels, values)
+            append(series + (fixed.get(v) or format_value(v)) + "\n")
     return "".join(out)
 
 

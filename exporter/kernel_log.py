@@ -312,6 +312,11 @@ class KernelLog:
         with self._lock:
             return self._state.events()
 
+    def last_requests(self) -> Mapping[Tuple[str, str], Tuple[int, bool]]:
+        """(port_bdf, slot_name) -> (order, unanswered) of the slot's latest press or answer."""
+        with self._lock:
+            return self._state.last_requests()
+
     def osc(self) -> Mapping[str, OscState]:
         """Host bridge -> latest `_OSC` outcome (empty if no `_OSC` line was seen)."""
         with self._lock:

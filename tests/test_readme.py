@@ -164,11 +164,30 @@ def test_verdict_tool_runs_from_an_installed_wheel(wheel_site: Path, tmp_path: P
 def test_demo_runs_from_an_installed_wheel(wheel_site: Path, tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
     result = from_wheel(
-        wheel_site, tmp_path, "-m", "demo", "--guests", "12", "--duration", "20",
-        "--summary-json", str(summary), timeout=600,
+        wheel_site, tmp_path, "-m", "demo", "--guests", "12", "--duration", "300",
+        "--attempt-seconds", "0.5", "--quiet-after", "5", "--summary-json", str(summary),
+        timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(summary.read_text())
-    assert [(i["image_id"], i["root_cause"]) for i in data["incidents"]] == [
-        ("img-legacy-aspm", "pcie_aspm_off")
+    assert sorted((i["image_id"], i["root_cause"]) for i in data["incidents"]) == [
+        ("host cmp-broken", "host_side"),
+        ("img-imported-legacy", "guest_no_hotplug_driver"),
+        ("img-legacy-aspm", "pcie_aspm_off"),
     ]
+
+
+def test_the_wheel_ships_the_published_schemas_and_page_templates(wheel_site: Path) -> None:
+    """The installed correlator validates against the same schema text docs/ publishes."""
+    for name in ("correlator-config.schema.json", "causes.schema.json"):
+        shipped = wheel_site / "correlator" / "schema" / name
+        assert shipped.read_bytes() == (ROOT / "docs" / "schema" / name).read_bytes()
+    assert sorted(p.name for p in (wheel_site / "correlator" / "web").glob("*.html"))
+    probe = from_wheel(
+        wheel_site,
+        wheel_site.parent,
+        "-c",
+        "from correlator.config import from_dict, SCHEMA_DIR; from_dict({}); print(SCHEMA_DIR)",
+        timeout=60,
+    )
+    assert probe.stdout.strip() == str(wheel_site / "correlator" / "schema"), probe.stderr

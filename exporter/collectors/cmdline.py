@@ -60,6 +60,11 @@ def read_params(paths: Paths) -> List[Tuple[str, str]]:
     return relevant_params(raw.replace(b"\0", b" ").decode("utf-8", errors="replace"))
 
 
+def scrape_params(scrape: Scrape) -> List[Tuple[str, str]]:
+    """read_params of the scrape's procfs, read once per scrape."""
+    return scrape.shared("cmdline", lambda: read_params(scrape.paths))
+
+
 class CmdlineCollector(Source):
     """pciehp_kernel_param{param,value} from /proc/cmdline."""
 
@@ -71,6 +76,6 @@ class CmdlineCollector(Source):
             "A kernel command-line parameter that affects PCIe port services (value = 1).",
             ["param", "value"],
         )
-        for name, value in read_params(scrape.paths):
+        for name, value in scrape_params(scrape):
             metric.add_metric([name, value], 1.0)
         yield metric

@@ -9,7 +9,11 @@ from exporter.registry import Scrape, Source
 
 
 def port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
-    """Each port's /proc/interrupts rows (pciehp's, else its own IRQs), for every collector."""
+    """Each port's /proc/interrupts rows (pciehp's, else its own IRQs), read once per scrape."""
+    return scrape.shared("interrupts", lambda: _read_port_rows(scrape))
+
+
+def _read_port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
     topo = scrape.topology
     path = scrape.paths.proc("interrupts")
     with open(path, "rb") as f:

@@ -1,12 +1,15 @@
 """kernel_log: pciehp event counters and the _OSC outcome, from the tailed kernel log."""
 
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
-from exporter.collectors._metrics import counter, gauge, port_counter
+from exporter.collectors._metrics import counter, gauge, port_counter, port_gauge
+from exporter.collectors.slots import handler
 from exporter.exposition import Metric
 from exporter.kernel_log import EVENTS, OSC_FEATURES, KernelLog
 from exporter.pci.topology import Port, Topology
 from exporter.registry import Scrape, Source
+
+PCIEHP_HANDLERS = ("pciehp", "pciehp_poll")
 
 
 def event_port(topo: Topology, bdf: str, slot: str) -> Optional[Port]:
@@ -20,7 +23,8 @@ def event_port(topo: Topology, bdf: str, slot: str) -> Optional[Port]:
 
 
 class KernelLogCollector(Source):
-    """pciehp_events_total, osc_control, osc_info, kernel_log_lines_total, kernel_log_reader_up.
+    """pciehp_events_total, slot_unplug_unanswered, osc_control, osc_info, kernel_log_lines_total,
+    kernel_log_reader_up.
 
     The log is polled (only new bytes) on each scrape; counts live in the KernelLog.
     """
@@ -41,6 +45,7 @@ class KernelLogCollector(Source):
         reader.add_metric([], 1.0 if up else 0.0)
         yield from (lines, reader)
         yield self._events(scrape.topology)
+        yield self._unanswered(scrape.topology, up)
         yield from self._osc()
 
     def _events(self, topo: Topology) -> Metric:
@@ -63,6 +68,35 @@ class KernelLogCollector(Source):
                 metric.add_metric(
                     [*port.labels, port.slot_name, event], float(per_port.get(event, 0))
                 )
+        return metric
+
+    def _unanswered(self, topo: Topology, up: bool) -> Metric:
+        """Per port pciehp answers on: 1 if the latest press in this boot's log is unanswered.
+
+        State, not totals: an unplug answered yesterday does not hide today's unanswered one. Only
+        where the log witnesses presses (pciehp handles the port, or logged for it) and the log is
+        readable; a press whose slot now reads no adapter was answered by the removal.
+        """
+        metric = port_gauge(
+            "slot_unplug_unanswered",
+            "The attention button was pressed and pciehp logged no power-off/on, cancel or "
+            "removal since (this boot).",
+            ["slot"],
+        )
+        if not up:
+            return metric
+        latest: Dict[str, Tuple[int, bool]] = {}
+        for (bdf, slot), last in self.log.last_requests().items():
+            port = event_port(topo, bdf, slot)
+            if port is not None and last > latest.get(port.address, (0, False)):
+                latest[port.address] = last
+        for port in topo.ports.values():
+            if port.address not in latest and handler(port, topo) not in PCIEHP_HANDLERS:
+                continue
+            pending = latest.get(port.address, (0, False))[1]
+            if any(s.adapter == "0" for s in port.slots):
+                pending = False
+            metric.add_metric([*port.labels, port.slot_name], 1.0 if pending else 0.0)
         return metric
 
     def _osc(self) -> Iterator[Metric]:

@@ -1,8 +1,8 @@
 """Everything learnt from the kernel log so far, updated one line at a time.
 
 Independent of where the lines come from, so the file tail, /dev/kmsg and the tests all
-drive the same code. Counters only grow; boot facts (probe lines, `_OSC`, flags) describe
-the latest boot seen.
+drive the same code. Counters only grow; boot facts (probe lines, `_OSC`, flags) and each
+slot's latest button press or answer describe the latest boot seen.
 """
 
 import re
@@ -23,12 +23,19 @@ FLAGS: Tuple[Tuple[str, Pattern[str]], ...] = (
 )  # fmt: skip
 """Boot facts (kernel-facts.md section 5): flag name and the message that sets it."""
 
+PRESS_EVENTS = frozenset(("attention_button",))
+"""A line with only these events is a button press (an unplug or plug request) to be answered."""
+ANSWER_EVENTS = frozenset(
+    ("power_off_request", "power_on_request", "button_cancel", "card_not_present", "link_down")
+)
+"""Events by which the driver answered the latest press (or the card went away)."""
+
 BOOT_MARKER = "Linux version "
 """The first message of every boot; boot facts seen before it are dropped."""
 
 
 class LogState:
-    """Parsed kernel-log state: line count, pciehp event counters, bound ports, `_OSC`, flags."""
+    """Parsed kernel-log state: counters, each slot's latest request, bound ports, `_OSC`, flags."""
 
     def __init__(self) -> None:
         self.lines_total = 0
@@ -40,6 +47,8 @@ class LogState:
         self._bound: Set[str] = set()
         self._flags: Set[str] = set()
         self._osc = OscTracker()
+        self._order = 0
+        self._last_request: Dict[Tuple[str, str], Tuple[int, bool]] = {}
 
     def feed_lines(self, lines: List[str]) -> None:
         """Apply lines in log order."""
@@ -91,16 +100,30 @@ class LogState:
             counts = self._events[key] = dict.fromkeys(EVENTS, 0)
         for event in hit.events:
             counts[event] += 1
+        answered = ANSWER_EVENTS.intersection(hit.events)
+        if answered or PRESS_EVENTS.intersection(hit.events):
+            self._order += 1
+            self._last_request[key] = (self._order, not answered)
 
     def _new_boot(self) -> None:
         self._bound.clear()
         self._flags.clear()
         self._first_half_seen.clear()
         self._osc.clear()
+        self._last_request.clear()  # a reboot completes every pending unplug
 
     def events(self) -> Dict[Tuple[str, str], Dict[str, int]]:
         """(port_bdf, slot_name) -> event -> count, every event present; a copy."""
         return {key: dict(counts) for key, counts in self._events.items()}
+
+    def last_requests(self) -> Dict[Tuple[str, str], Tuple[int, bool]]:
+        """(port_bdf, slot_name) -> (order, unanswered) of the slot's latest press or answer.
+
+        `order` grows with each such line, so keys naming the same port compare; `unanswered`
+        is True when that latest line was a button press no power-off/on, cancel or removal
+        followed (this boot).
+        """
+        return dict(self._last_request)
 
     def osc(self) -> Dict[str, OscState]:
         """bridge -> latest `_OSC` state."""

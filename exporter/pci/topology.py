@@ -1,12 +1,14 @@
 """PCIe ports, their port-service devices, hotplug slots and MSI vectors, read from sysfs.
 
-One `Topology` is read per scrape and shared by the collectors that need it, so sysfs is walked
-once per scrape however many collectors look at ports.
+One `Topology` serves every collector of a scrape. Most of it changes only when the set of PCI
+devices (or of hotplug slots) changes, so `TopologyCache` walks sysfs once and then, per scrape,
+re-reads only the slot registers and slot attributes; a changed device set means a new walk.
 """
 
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from exporter import sysfs
 from exporter.paths import Paths
@@ -49,6 +51,7 @@ class Port:
 
     def __init__(
         self,
+        dev_dir: str,
         address: str,
         segment: str,
         bus: str,
@@ -63,6 +66,7 @@ class Port:
         msi_irqs: Tuple[int, ...],
         services: Tuple[Service, ...],
     ) -> None:
+        self.dev_dir = dev_dir
         self.address = address
         self.segment = segment
         self.bus = bus
@@ -215,6 +219,7 @@ def read_port(dev_dir: str, address: str) -> Optional[Port]:
     segment, bus, device, function = m.groups()
     msi = _msi_irqs(dev_dir)
     return Port(
+        dev_dir=dev_dir,
         address=address,
         segment=segment,
         bus=bus,
@@ -252,6 +257,15 @@ def read_slots(paths: Paths) -> List[Slot]:
     return slots
 
 
+def _slot_state(slots_dir: str, slot: Slot) -> Slot:
+    """The slot with its power and adapter attributes read again."""
+    d = f"{slots_dir}/{slot.name}"
+    return slot._replace(
+        power=sysfs.read_text(f"{d}/power", limit=16),
+        adapter=sysfs.read_text(f"{d}/adapter", limit=16),
+    )
+
+
 def poll_mode(paths: Paths) -> bool:
     """pciehp's `pciehp_poll_mode` parameter (Y/1 means poll, no IRQ needed)."""
     value = sysfs.read_text(paths.sys("module", "pciehp", "parameters", "pciehp_poll_mode"), 16)
@@ -276,3 +290,77 @@ def read(paths: Paths) -> Topology:
         if port is not None:
             port.slots.append(slot)
     return topo
+
+
+def read_slot_registers(port: Port) -> Optional[Tuple[int, int]]:
+    """Slot Control and Status: 4 bytes of `config` at their offset, not the whole 4 KiB (in a VM
+    every config dword read is a trap to the hypervisor). None if the device is gone."""
+    if port.cap is None:
+        return None
+    try:
+        fd = os.open(f"{port.dev_dir}/config", os.O_RDONLY)
+        try:
+            data = os.pread(fd, 4, port.cap.offset + config_space.EXP_SLTCTL)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    return config_space.slot_registers(data) if len(data) == 4 else None
+
+
+def refresh(paths: Paths, topo: Topology) -> bool:
+    """Re-read, in place, what changes while the devices stay: slot registers, slot power and
+    adapter. False when a port's config space is gone (the caller walks sysfs again)."""
+    slots_dir = str(paths.sys("bus", "pci", "slots"))
+    for port in topo.ports.values():
+        if port.cap is not None and port.cap.slot_implemented:
+            regs = read_slot_registers(port)
+            if regs is None:
+                return False
+            port.cap = port.cap._replace(sltctl=regs[0], sltsta=regs[1])
+        port.slots = [_slot_state(slots_dir, slot) for slot in port.slots]
+    return True
+
+
+REWALK_SECONDS = 300.0
+"""Walk sysfs again at least this often: a driver unbound by hand changes no device set."""
+
+
+class TopologyCache:
+    """The topology of one root, walked again only when the PCI device or slot set changes.
+
+    The key is the sorted listings of /sys/bus/pci/devices and /sys/bus/pci/slots plus the
+    devices directory's mtime: a hot-add or removal changes the first, a hotplug driver binding
+    (pciehp, acpiphp register slots) the second. Callers serialise `get` (one scrape at a time).
+    """
+
+    def __init__(self, paths: Paths, clock: Callable[[], float] = time.monotonic) -> None:
+        self.paths = paths
+        self._clock = clock
+        self._key: Optional[Tuple[object, ...]] = None
+        self._topo: Optional[Topology] = None
+        self._walked = 0.0
+
+    def _fingerprint(self) -> Tuple[object, ...]:
+        devices = self.paths.sys("bus", "pci", "devices")
+        try:
+            mtime: Optional[int] = os.stat(devices).st_mtime_ns
+        except OSError:
+            mtime = None
+        slots = sysfs.list_dir(self.paths.sys("bus", "pci", "slots"))
+        return (mtime, tuple(sysfs.list_dir(devices)), tuple(slots))
+
+    def get(self) -> Topology:
+        """The current topology: cached facts plus freshly read registers, or a new walk."""
+        key = self._fingerprint()
+        now = self._clock()
+        topo = self._topo
+        if (
+            topo is None
+            or key != self._key
+            or now - self._walked >= REWALK_SECONDS
+            or not refresh(self.paths, topo)
+        ):
+            topo = read(self.paths)
+            self._topo, self._key, self._walked = topo, key, now
+        return topo

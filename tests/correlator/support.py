@@ -24,7 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import servers
-from tests.support.captures import Capture
+from tests.support.captures import Capture, tree_args
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -132,10 +132,10 @@ def scrape_configs(guests: Iterable[Guest]) -> list[dict]:
     return [{"job_name": "pciehp", "static_configs": groups}]
 
 
-def exporter_once(capture: Capture) -> str:
-    """One scrape of the real exporter over a capture (`--once`)."""
+def exporter_once(capture: Capture, kernel_log: Path | None = None) -> str:
+    """One scrape of the real exporter over a capture (`--once`), optionally with another log."""
     res = subprocess.run(
-        [PYTHON, "-m", "exporter.cli", "--once", *capture.exporter_args()],
+        [PYTHON, "-m", "exporter.cli", "--once", *tree_args(capture.tree, kernel_log)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -208,10 +208,13 @@ def test_unanswered_button_is_guest_unresponsive_even_after_an_earlier_answered_
     t = set_value(t, "pciehp_events_total", "2.0", device="02", event="attention_button")
     t = set_value(t, "pciehp_events_total", "1.0", device="02", event="power_off_request")
     assert diagnose(t).cause == "host_side"
-    for labels in ('bus="00",device="02",function="1",segment="0000",slot="2"', 'slot="2"'):
-        unanswered = t + f"pciehp_slot_unplug_unanswered{{{labels}}} 1.0\n"
+    assert t.count("pciehp_slot_unplug_unanswered{") == 12  # the exporter says 0 for each port
+    for unanswered in (
+        set_value(t, "pciehp_slot_unplug_unanswered", "1.0", device="02", function="1"),
+        t + 'pciehp_slot_unplug_unanswered{slot="2"} 1.0\n',  # joined on the slot name alone
+    ):
         v = diagnose(unanswered)
-        assert v.cause == "guest_unresponsive", labels
+        assert v.cause == "guest_unresponsive"
         assert v.evidence[-1].startswith(
             "1 of 12 ports have unplug_unanswered=1, e.g. 0000:00:02.1"
         )
@@ -347,7 +350,7 @@ def test_no_match_falls_back_and_says_so():
         ({"id": "x", "summary": "s", "severity": "info"}, r"\(x\)\.when: missing"),
         (
             {"id": "x", "summary": "s", "severity": "info", "when": {"any_prot": {}}},
-            r"\(x\)\.when\.any_prot: unknown condition",
+            r"\(x\)\.when\.any_prot: unknown key \(known: any_of, any_port, ",
         ),
         (
             {
@@ -356,7 +359,7 @@ def test_no_match_falls_back_and_says_so():
                 "severity": "info",
                 "when": {"any_port": {"handlr": "none"}},
             },
-            r"\(x\)\.when\.any_port\.handlr: unknown port field",
+            r"\(x\)\.when\.any_port\.handlr: unknown key \(known: button_pending, handler, ",
         ),
         (
             {

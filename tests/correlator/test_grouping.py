@@ -2,9 +2,9 @@
 alertmanager.yml) and the real correlator process; on-call is a webhook recorder.
 
 Guests are the real exporter's scrape of the bundled captures (`--once`), each with its own
-instance UUID, plus the series of the exporter contract where a scenario needs them (an
-unanswered unplug); VMs without a guest exporter are seen through a host exporter's exposition
-of the DESIGN.md host/ metrics. A static HTTP server serves them all; Prometheus scrapes it.
+instance UUID; the hung guest's log has today's unanswered button press appended. VMs without a
+guest exporter are seen through a host exporter's exposition of the DESIGN.md host/ metrics. A
+static HTTP server serves them all; Prometheus scrapes it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tests.correlator.support import (
     wait_incident,
 )
 from tests.support import servers
-from tests.support.captures import Capture
+from tests.support.captures import Capture, kmsg_with
 
 ON_CALL_WAIT = "10s"
 HEALTHY_IMAGES = [f"img-healthy-{i}" for i in range(10)]
@@ -75,23 +75,21 @@ class StaticMetrics:
         self.server.server_close()
 
 
-def guest_page(capture: Capture, name: str, extra: str = "") -> str:
-    """The real exporter's scrape of a capture, as the guest `name` (its own UUID)."""
-    text = re.sub(r'instance_uuid="[^"]*"', f'instance_uuid="{guest_uuid(name)}"', CACHE[capture])
-    return text + extra
+def guest_page(text: str, name: str) -> str:
+    """A real exporter scrape as the guest `name` (its own UUID)."""
+    return re.sub(r'instance_uuid="[^"]*"', f'instance_uuid="{guest_uuid(name)}"', text)
 
 
-CACHE: dict[Capture, str] = {}
-
-# What the guests are: name -> (capture, image, extra series of the exporter contract)
-ANSWERED_YESTERDAY = (
-    # Yesterday's unplug was answered (one press, one power-off request); today's is not.
-    'pciehp_slot_unplug_unanswered{bus="00",device="02",function="1",segment="0000",slot="2"} 1\n'
+# What the guests are: name -> (capture, image, kernel messages appended to the capture's log)
+TODAY_UNANSWERED = (
+    # After the plug phase the guest has answered slot 1's unplug and slot 2's plug; today the
+    # host presses slot 2's button (its disk is present) and nothing answers.
+    "pcieport 0000:00:02.1: pciehp: Slot(2): Attention button pressed",
 )
-GUESTS: dict[str, tuple[Capture, str, str]] = {
-    **{f"healthy-{i}": (Capture("q35_normal"), img, "") for i, img in enumerate(HEALTHY_IMAGES)},
-    **{f"broken-{i}": (Capture("q35_aspm_off"), "img-broken", "") for i in range(3)},
-    "hung": (Capture("q35_normal"), "img-hung", ANSWERED_YESTERDAY),
+GUESTS: dict[str, tuple[Capture, str, tuple[str, ...]]] = {
+    **{f"healthy-{i}": (Capture("q35_normal"), img, ()) for i, img in enumerate(HEALTHY_IMAGES)},
+    **{f"broken-{i}": (Capture("q35_aspm_off"), "img-broken", ()) for i in range(3)},
+    "hung": (Capture("q35_normal", "after_plug"), "img-hung", TODAY_UNANSWERED),
 }
 # VMs with no guest exporter, seen by the host exporter: name -> (image, hotplug, verdict, reason)
 HOST_ONLY = {
@@ -133,10 +131,12 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     work = tmp_path_factory.mktemp("grouping")
-    for capture, _, _ in GUESTS.values():
-        if capture not in CACHE:
-            CACHE[capture] = exporter_once(capture)
-    pages = {name: guest_page(c, name, extra) for name, (c, _, extra) in GUESTS.items()}
+    scrapes: dict[tuple[Capture, tuple[str, ...]], str] = {}
+    for capture, _, messages in GUESTS.values():
+        if (capture, messages) not in scrapes:
+            log = kmsg_with(capture.kmsg, work / f"kmsg-{len(scrapes)}.txt", messages)
+            scrapes[capture, messages] = exporter_once(capture, log)
+    pages = {name: guest_page(scrapes[c, m], name) for name, (c, _, m) in GUESTS.items()}
     pages["host"] = host_page()
     static = StaticMetrics(pages)
     groups = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,9 @@ async def test_oversized_and_malformed_webhooks_change_nothing(aiohttp_client, t
         "error": 'invalid webhook payload: alerts[1].status: expected "firing" or "resolved", '
         "got 'pending'",
     }
-    resp = await client.post("/api/v1/webhook", data=b"{not json")
+    resp = await client.post(
+        "/api/v1/webhook", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert resp.status == 400 and "body is not JSON" in (await resp.json())["error"]
 
     rec = client.server.app[RECONCILER_KEY]
@@ -117,6 +120,52 @@ async def test_oversized_and_malformed_webhooks_change_nothing(aiohttp_client, t
     metrics = await (await client.get("/metrics")).text()
     assert 'pciehp_correlator_webhooks_received_total{result="too_large"} 1.0' in metrics
     assert 'pciehp_correlator_webhooks_received_total{result="invalid"} 2.0' in metrics
+
+
+class PageParts(HTMLParser):
+    """The elements, attribute values and text of a page, as a browser would decode them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attrs: list[str] = []
+        self.text: list[str] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += [f"{k}={v}" for k, v in attrs]
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+async def test_labels_with_markup_and_quotes_are_text_on_the_pages_never_markup(
+    aiohttp_client, tmp_path, fleet
+):
+    """Every label the page shows, and the image in the incident's attributes, carries `<script>`
+    and `"`: the pages show them as text and no element or attribute comes out of them."""
+    client = await start(aiohttp_client, tmp_path, fleet)
+    evil = '"><script>alert("x")</script><b a="'
+    alert = detach_alert(f"uuid-{evil}", f"img-{evil}", host=f"host-{evil}", device=f"dev-{evil}")
+    alert["labels"]["alertname"] = f"VolumeDetachTimeout{evil}"
+    resp = await client.post("/api/v1/webhook", json=webhook_payload([alert]))
+    assert resp.status == 200
+    (inc,) = await poll_incidents(client, lambda d: bool(d), "?state=open")
+    assert inc["image_id"] == f"img-{evil}"
+    for path in ("/", f"/incidents/{inc['id']}"):
+        page = await client.get(path)
+        html = await page.text()
+        parts = PageParts(html)
+        assert "script" not in parts.tags and "b" not in parts.tags, path
+        assert not [a for a in parts.attrs if "alert(" in a], path
+        text = "".join(parts.text)
+        assert f"img-{evil}" in text
+        if path != "/":
+            for value in ("uuid-", "host-", "dev-", "VolumeDetachTimeout"):
+                assert f"{value}{evil}" in text, value
+        assert '"><script>' not in html and "&#34;&gt;&lt;script&gt;" in html
 
 
 async def test_incident_api_and_an_escaped_html_page(aiohttp_client, tmp_path, fleet):
@@ -145,7 +194,7 @@ async def test_incident_api_and_an_escaped_html_page(aiohttp_client, tmp_path, f
         assert page.status == 200 and page.content_type == "text/html"
         html = await page.text()
         assert "<script>" not in html and "<b>h" not in html
-        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
         assert (
             'href="https://github.com/pciehp-watch/pciehp-watch/blob/main/alerts/runbooks/' in html
         )

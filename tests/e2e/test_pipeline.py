@@ -13,11 +13,19 @@ from pathlib import Path
 import pytest
 
 from demo import pipeline
+from demo.fleet import BROKEN_HOST
 from demo.player import Player
 from tests.support import servers
 
 GUESTS = 40
 BROKEN_IMAGE = "img-legacy-aspm"
+# What on-call must be told, one root cause each: the image whose guests skip _OSC, the image
+# without a guest exporter whose root ports the host sees never armed, and the broken host
+EXPECTED = {
+    BROKEN_IMAGE: "pcie_aspm_off",
+    "img-imported-legacy": "guest_no_hotplug_driver",
+    f"host {BROKEN_HOST}": "host_side",
+}
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "incident-page.png"
 SCREENSHOT_SIZE = "1280,1600"
 
@@ -66,6 +74,11 @@ def real_alerts(p):
     return [a for a in p.oncall_alerts() if a["labels"].get("image_id") != "barrier"]
 
 
+def subject(labels: dict) -> str:
+    """What an incident or root-cause alert is about: its image, or for a host-side one its host."""
+    return labels.get("image_id") or f"host {labels['host']}"
+
+
 def test_flood_was_a_flood(flood):
     p, player = flood
     broken = [g for g in p.fleet.guests.values() if g.image_id == BROKEN_IMAGE]
@@ -73,35 +86,38 @@ def test_flood_was_a_flood(flood):
     assert player.raised >= 9 * len(player.hung)  # 8 attempts + the failure, per hung VM
 
 
-def test_oncall_gets_one_notification_per_affected_image_and_no_detach_alert(flood):
+def test_oncall_gets_one_notification_per_cause_and_no_detach_alert(flood):
     p, _ = flood
     alerts = real_alerts(p)
     names = Counter(a["labels"]["alertname"] for a in alerts)
     assert set(names) == {"PCIeHotplugRootCause"}, names
-    per_image = Counter(a["labels"]["image_id"] for a in alerts if a["status"] == "firing")
-    assert per_image == {BROKEN_IMAGE: 1}
+    per_subject = Counter(subject(a["labels"]) for a in alerts if a["status"] == "firing")
+    assert per_subject == dict.fromkeys(EXPECTED, 1)
     notes = [
         n for n in p.oncall_notifications() if n["alerts"][0]["labels"].get("image_id") != "barrier"
     ]
-    assert len(notes) == 1
+    assert len(notes) == len(EXPECTED)
 
 
 def test_root_cause_and_runbook(flood):
     p, _ = flood
-    (alert,) = real_alerts(p)
-    assert alert["labels"]["root_cause"] == "pcie_aspm_off"
-    assert alert["annotations"]["runbook_url"].endswith("/pcie_aspm_off.md")
-    assert alert["generatorURL"].startswith(p.correlator.url)
+    for alert in real_alerts(p):
+        cause = EXPECTED[subject(alert["labels"])]
+        assert alert["labels"]["root_cause"] == cause
+        assert alert["annotations"]["runbook_url"].endswith(f"/{cause}.md")
+        assert alert["generatorURL"].startswith(p.correlator.url)
 
 
 def test_incident_holds_every_member_and_counter_evidence(flood):
     p, player = flood
-    incidents = {i["image_id"]: i for i in p.incidents() if i["image_id"] != "barrier"}
-    assert set(incidents) <= {BROKEN_IMAGE} | {"img-debian12", "img-debian12-acpi", "img-centos-pc"}
+    incidents = {subject(i): i for i in p.incidents() if i["image_id"] != "barrier"}
+    assert {k: i["root_cause"] for k, i in incidents.items()} == EXPECTED
     inc = incidents[BROKEN_IMAGE]
     assert inc["root_cause"] == "pcie_aspm_off"
-    assert inc["counts"]["instances"] == len(player.hung)
-    assert inc["counts"]["alerts"] == 2 * len(player.hung)  # per-attempt alert + failure
+    hung = [p.fleet.guests[n] for n in player.hung]
+    hung_here = [g for g in hung if g.image_id == BROKEN_IMAGE]
+    assert inc["counts"]["instances"] == len(hung_here)
+    assert inc["counts"]["alerts"] == 2 * len(hung_here)  # per-attempt alert + failure
     fixed = {
         g.instance_uuid
         for g in p.fleet.guests.values()
@@ -109,8 +125,10 @@ def test_incident_holds_every_member_and_counter_evidence(flood):
     }
     assert fixed, "the fleet has fixed guests of the broken image"
     assert {c["instance_uuid"] for c in inc["counter_evidence"]} >= fixed
-    for other in set(incidents) - {BROKEN_IMAGE}:
-        assert incidents[other]["root_cause"] == "host_side"
+    # the broken host's hung guests are healthy guests of every healthy image, agentless included
+    on_host = incidents[f"host {BROKEN_HOST}"]
+    assert on_host["images"] == sorted({g.image_id for g in hung if g.host == BROKEN_HOST})
+    assert "img-imported-acpi" in on_host["images"]
 
 
 def test_demo_main_command_runs_bounded(tmp_path):
@@ -138,8 +156,10 @@ def test_demo_main_command_runs_bounded(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "On-call received 1 notification(s): 1 x PCIeHotplugRootCause" in out.stdout
-    assert "img-legacy-aspm: pcie_aspm_off" in out.stdout
+    assert "On-call received 3 notification(s): 3 x PCIeHotplugRootCause" in out.stdout
+    for line in ("img-legacy-aspm: pcie_aspm_off", "img-imported-legacy: guest_no_hotplug_driver",
+                 f"host {BROKEN_HOST}: host_side"):  # fmt: skip
+        assert line in out.stdout
 
 
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

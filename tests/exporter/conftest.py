@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import build_registry, parse_args
 from exporter.cli import scrape as scrape_bytes
-from tests.support.captures import Capture, tree_args
+from tests.support import chroots
+from tests.support.captures import GUESTS, Capture, tree_args
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -78,3 +84,46 @@ def tree_copy(tmp_path: Path) -> Callable[[Capture], Path]:
         return dest
 
     return _copy
+
+
+class Artifacts(NamedTuple):
+    """What `./run dist` builds."""
+
+    pyz: Path
+    deb: Path
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    """The .pyz and .deb built from this checkout by pkg/build.py (what `./run dist` runs)."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, str(ROOT / "pkg" / "build.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (deb,) = out.glob("*.deb")
+    return Artifacts(out / "pciehp-exporter.pyz", deb)
+
+
+GUEST_DIR = "/opt/pciehp"
+"""Where the artifact tests put the .pyz and the captures inside a chroot."""
+
+
+def inside_args(capture: Capture) -> list[str]:
+    """The exporter's path flags for a capture copied to GUEST_DIR inside a chroot."""
+    return tree_args(Path(GUEST_DIR) / "guests" / capture.tree.relative_to(GUESTS))
+
+
+@pytest.fixture(scope="session", params=sorted(chroots.PYTHONS))
+def debian_guest(
+    request: pytest.FixtureRequest,
+    artifacts: Artifacts,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> chroots.Guest:
+    """A Debian chroot (bullseye, trixie) holding the built .pyz and every capture."""
+    guest = chroots.Guest(request.param, tmp_path_factory.mktemp(request.param))
+    shutil.copy(artifacts.pyz, guest.inside(f"{GUEST_DIR}/pciehp-exporter.pyz"))
+    shutil.copytree(GUESTS, guest.inside(f"{GUEST_DIR}/guests"), symlinks=True)
+    return guest

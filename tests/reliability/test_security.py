@@ -76,9 +76,9 @@ def test_hostile_label_values_are_escaped_on_the_page_and_kept_exact_in_alertman
         text = body.decode()
         for raw in (SCRIPT, "<img src=x", HOSTILE_HOST):
             assert raw not in text, f"{name} page carries {raw!r} unescaped"
-        assert "&lt;script&gt;alert(&quot;pwn&quot;)&lt;/script&gt;&amp;amp;&#x27;img&#x27;" in text
+        assert "&lt;script&gt;alert(&#34;pwn&#34;)&lt;/script&gt;&amp;amp;&#39;img&#39;" in text
     incident_page = pages["incident"][1].decode()
-    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in incident_page
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in incident_page
     assert "\u202egnp.exe\ufffd\ufffd-uuid" in incident_page  # shown as text, escaped context
     # The JSON API returns the values verbatim (JSON-encoded, not HTML-escaped).
     detail = corr.incident(inc["id"])
