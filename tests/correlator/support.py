@@ -132,16 +132,6 @@ def scrape_configs(guests: Iterable[Guest]) -> list[dict]:
     return [{"job_name": "pciehp", "static_configs": groups}]
 
 
-def exposition_results(text: str, job: str, instance: str) -> list[dict]:
-    """Exporter output as Prometheus instant-query results (what a scrape would store)."""
-    out = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = {"__name__": s.name, **s.labels, "job": job, "instance": instance}
-            out.append({"metric": labels, "value": [time.time(), repr(s.value)]})
-    return out
-
-
 def exporter_once(capture: Capture, kernel_log: Path | None = None) -> str:
     """One scrape of the real exporter over a capture (`--once`), optionally with another log."""
     res = subprocess.run(
