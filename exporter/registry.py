@@ -7,7 +7,18 @@ report a partial failure and still return what it could read.
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+)
 
 from exporter.exposition import GaugeMetricFamily, Metric
 from exporter.paths import Paths
@@ -51,6 +62,7 @@ class Scrape:
         self._topologies = topologies
         self._topology = None  # type: Optional[Topology]
         self._shared: Dict[str, Tuple[Any, Optional[Exception]]] = {}
+        self.unknown_facts: Set[Tuple[str, str]] = set()
 
     @property
     def topology(self) -> Topology:
@@ -71,6 +83,10 @@ class Scrape:
         if error is not None:
             raise error
         return value
+
+    def fact_unknown(self, fact: str, reason: str) -> None:
+        """Note a fact this scrape could not read; the verdict collector publishes each one."""
+        self.unknown_facts.add((fact, reason))
 
     def error(self, message: str) -> None:
         """Note a partial failure of the running collector; its other output is still served."""

@@ -19,7 +19,8 @@ def default_sources(
     log: KernelLog, product_uuid: Optional[str] = None, state: Optional[BootStateFile] = None
 ) -> List[Source]:
     """Every collector, ports first (it reads the sysfs topology the others share), cmdline before
-    kernel_log (whose `_OSC` fallback reads the parameters it shares)."""
+    kernel_log (whose `_OSC` fallback reads the parameters it shares), verdict last (it publishes
+    the facts the others could not read)."""
     return [
         PortsCollector(),
         SlotsCollector(),

@@ -37,6 +37,8 @@ class IdentityCollector(Source):
         values, errors = self._read
         for message in errors:
             scrape.error(message)
+        if not values[0]:
+            scrape.fact_unknown("instance_uuid", "dmi_unreadable")
         info = gauge(
             "guest_info",
             "The guest: SMBIOS product UUID (the instance UUID), chipset, kernel release.",

@@ -48,6 +48,7 @@ class KernelLogCollector(Source):
         up = self.log.reader_up
         if not up:
             scrape.error(f"kernel log not readable: {self.log.last_error}")
+            scrape.fact_unknown("unplug_unanswered", "kernel_log_unreadable")
         lines = counter("kernel_log_lines", "Lines (records) read from the kernel log.")
         lines.add_metric([], float(self.log.lines_total))
         reader = gauge("kernel_log_reader_up", "The kernel log source is open and being read.")
@@ -55,7 +56,10 @@ class KernelLogCollector(Source):
         yield from (lines, reader)
         yield self._events(scrape.topology)
         yield self._unanswered(scrape.topology, up)
-        yield from self._osc(*self._boot_osc(scrape, up))
+        states, source = self._boot_osc(scrape, up)
+        if source == "unknown" and not up:
+            scrape.fact_unknown("osc", "kernel_log_unreadable")
+        yield from self._osc(states, source)
 
     def _events(self, topo: Topology) -> Metric:
         counts: Dict[str, Dict[str, int]] = {}

@@ -41,9 +41,15 @@ def mentions_rescan(path: Path) -> bool:
     )
 
 
-def _walk(root: Path, suffixes: Tuple[str, ...] = ()) -> Iterator[Path]:
+def _walk(root: Path, denied: List[str], suffixes: Tuple[str, ...] = ()) -> Iterator[Path]:
+    """Files under `root`; directories the reader may not list are added to `denied`."""
+
+    def _error(e: OSError) -> None:
+        if isinstance(e, PermissionError):
+            denied.append(str(e.filename))
+
     count = 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root, onerror=_error):
         for name in sorted(files):
             if suffixes and not name.endswith(suffixes):
                 continue
@@ -53,19 +59,24 @@ def _walk(root: Path, suffixes: Tuple[str, ...] = ()) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-def find_workarounds(paths: Paths) -> List[str]:
-    """Paths (as seen inside the guest) of files that set up a PCI bus rescan."""
+def find_workarounds(paths: Paths) -> Tuple[List[str], List[str]]:
+    """Paths (as seen inside the guest) of files that set up a PCI bus rescan, and the
+    directories or files the reader was not allowed to read (a crontab dir is mode 1730)."""
     found: List[str] = []
+    denied: List[str] = []
     candidates: List[Path] = [paths.root(f) for f in CRON_FILES]
     candidates.append(paths.root("etc/rc.local"))
     for d in CRON_DIRS:
-        candidates.extend(_walk(paths.root(d)))
+        candidates.extend(_walk(paths.root(d), denied))
     for d in UNIT_DIRS:
-        candidates.extend(_walk(paths.root(d), UNIT_SUFFIXES))
+        candidates.extend(_walk(paths.root(d), denied, UNIT_SUFFIXES))
     for path in candidates:
-        if path.is_file() and mentions_rescan(path):
-            found.append("/" + str(path.relative_to(paths.rootfs)).lstrip("/"))
-    return sorted(set(found))
+        if path.is_file():
+            if not os.access(path, os.R_OK):
+                denied.append(str(path))
+            elif mentions_rescan(path):
+                found.append("/" + str(path.relative_to(paths.rootfs)).lstrip("/"))
+    return sorted(set(found)), sorted(set(denied))
 
 
 class RescanCollector(Source):
@@ -76,13 +87,17 @@ class RescanCollector(Source):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._cached: Optional[List[str]] = None
+        self._denied: List[str] = []
         self._at = 0.0
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         now = self._clock()
         if self._cached is None or now - self._at >= REFRESH_SECONDS:
-            self._cached = find_workarounds(scrape.paths)
+            self._cached, self._denied = find_workarounds(scrape.paths)
             self._at = now
+        if self._denied:
+            scrape.error(f"not allowed to read {len(self._denied)}: {', '.join(self._denied[:3])}")
+            scrape.fact_unknown("rescan_workaround", "permission_denied")
         metric = gauge(
             "rescan_workaround",
             "A cron entry or systemd unit writes /sys/bus/pci/rescan (hides hot-add, not unplug).",

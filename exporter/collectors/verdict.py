@@ -73,6 +73,7 @@ class VerdictCollector(Source):
                 missing.add(gap)
             v = decide(facts)
             verdict.add_metric([*port.labels, v.verdict, v.reason], 1.0)
+        missing |= scrape.unknown_facts  # what the collectors before this one could not read
         for fact, reason in sorted(missing):
             unknown.add_metric([fact, reason], 1.0)
         yield verdict

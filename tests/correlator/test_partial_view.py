@@ -77,3 +77,21 @@ def test_partial_view(tmp_path, capture, config_cut, log_cut, state):
         # exact where cmdline, _OSC and sysfs name it (i440fx: no PCIe port to read, so its
         # host_side is exact), otherwise an explicit unknown, never a guess such as host_side
         assert v.cause == want or "unknown" in v.cause, v
+
+
+def test_an_unreadable_kernel_log_is_never_host_side(tmp_path):
+    """Without /dev/kmsg (no CAP_SYSLOG under dmesg_restrict) an unanswered press is invisible:
+    the guest's cause is unknown, not host_side."""
+    text = exporter_once(Capture("q35_normal"), tmp_path / "no-kmsg")
+    assert 'pciehp_fact_unknown{fact="unplug_unanswered",reason="kernel_log_unreadable"} 1' in text
+    v = diagnose(text)
+    assert v.cause == "guest_facts_unknown", v
+    assert "unplug_unanswered (kernel_log_unreadable)" in " ".join(v.evidence)
+
+
+def test_facts_that_decide_nothing_leave_the_cause_exact():
+    """An unreadable crontab directory (rescan workaround) or DMI UUID does not hide the cause."""
+    text = exporter_once(Capture("q35_normal")) + (
+        'pciehp_fact_unknown{fact="rescan_workaround",reason="permission_denied"} 1.0\n'
+    )
+    assert diagnose(text).cause == "host_side"
