@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import gzip
 import logging
+import queue
 import signal
 import socket
 import socketserver
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 from exporter import __version__
+from exporter.boot_state import BootStateFile
 from exporter.collectors import default_sources
 from exporter.exposition import (
     CONTENT_TYPE,
@@ -78,6 +80,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="/dev/kmsg, or a file: dmesg output, kern.log, messages, raw kmsg records",
     )
     p.add_argument(
+        "--collector.kernel_log.state-file",
+        dest="state_file",
+        metavar="PATH",
+        help="keep this boot's _OSC facts from the kernel log in PATH (keyed by boot_id), so they "
+        "survive a wrapped ring buffer and --textfile runs",
+    )
+    p.add_argument(
         "--web.listen-address", dest="listen", default=":9860", help="address to serve /metrics on"
     )
     mode = p.add_mutually_exclusive_group()
@@ -96,8 +105,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def build_registry(args: argparse.Namespace, process_metrics: bool = False) -> Registry:
     """A registry holding the exporter's collectors for the given roots and log source."""
     paths = Paths(Path(args.procfs), Path(args.sysfs), Path(args.rootfs))
+    state = BootStateFile(args.state_file) if args.state_file else None
     collectors = [
-        ExporterCollector(paths, default_sources(KernelLog(args.kernel_log))),
+        ExporterCollector(paths, default_sources(KernelLog(args.kernel_log), state=state)),
         BuildInfo(),
     ]  # type: List[Any]
     if process_metrics:
@@ -162,11 +172,45 @@ def make_handler(registry: Registry) -> Type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class ThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
-    """One thread per request (scrapes serialise on the collectors' lock; probes do not wait)."""
+class ThreadingServer(HTTPServer):
+    """Each connection on a thread of its own, taken from idle workers (starting a thread per
+    request cost a quarter of a small guest's scrape). Scrapes serialise on the collectors' lock;
+    a slow client or a health probe never waits for another."""
 
-    daemon_threads = True
     allow_reuse_address = True
+    max_idle = 4
+    """Workers kept waiting for connections; more start when all are busy, and exit when idle."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        HTTPServer.__init__(self, *args, **kwargs)
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._handoff = queue.Queue()  # type: queue.Queue
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Hand the connection to an idle worker (reserved here), else to a new one."""
+        with self._lock:
+            reserved = self._idle > 0
+            if reserved:
+                self._idle -= 1
+        if reserved:
+            self._handoff.put((request, client_address))
+        else:
+            threading.Thread(target=self._work, args=(request, client_address), daemon=True).start()
+
+    def _work(self, request: Any, client_address: Any) -> None:
+        while True:
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+            with self._lock:
+                if self._idle >= self.max_idle:
+                    return
+                self._idle += 1
+            request, client_address = self._handoff.get()
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS lookup of the address (slow in a guest)."""

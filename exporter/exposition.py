@@ -8,7 +8,7 @@ names sorted, values formatted like its floatToGoString, only label values and h
 
 import math
 import os
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -83,26 +83,59 @@ def escape(value: str) -> str:
     return value
 
 
+_SERIES: Dict[Tuple[str, Tuple[str, ...]], Dict[Tuple[str, ...], str]] = {}
+"""Per family (name, label names): label values -> rendered `name{...} `. A scrape repeats the
+previous one's series, so rendering is mostly lookups; each family keeps at most _SERIES_MAX."""
+_SERIES_MAX = 4096
+
+
+def _series(name: str, labels: Tuple[str, ...], values: Tuple[str, ...]) -> str:
+    """`name{label="value",...} ` with label pairs sorted by name, as client_python writes them."""
+    pairs = sorted(zip(labels, values))
+    return name + "{" + ",".join(k + '="' + escape(v) + '"' for k, v in pairs) + "} "
+
+
+_FAMILIES: Dict[Tuple[str, str, Tuple[str, ...]], Tuple[str, List[Sample], str]] = {}
+"""(name, type, label names) -> (help, samples, text) of the family as last rendered: most
+families (event counters, handlers, verdicts) come out of a scrape exactly as from the last one."""
+
+
 def render_metrics(metrics: Iterable[Metric]) -> str:
     """Exposition text of gauge and counter families, in the order given."""
-    out = []  # type: List[str]
+    out: List[str] = []
+    for metric in metrics:
+        key = (metric.name, metric.type, metric.labels)
+        last = _FAMILIES.get(key)
+        if last is not None and last[0] == metric.documentation and last[1] == metric.samples:
+            out.append(last[2])
+            continue
+        text = _render_family(metric)
+        if last is not None or len(_FAMILIES) < _SERIES_MAX:
+            _FAMILIES[key] = (metric.documentation, list(metric.samples), text)
+        out.append(text)
+    return "".join(out)
+
+
+def _render_family(metric: Metric) -> str:
+    out: List[str] = []
     append = out.append
     fixed = _FIXED
-    for metric in metrics:
-        name = metric.name + "_total" if metric.type == "counter" else metric.name
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n")
-        if not metric.labels:
-            for _values, v in metric.samples:
-                append(f"{name} {fixed.get(v) or format_value(v)}\n")
-            continue
-        # client_python writes label pairs sorted by name
-        order = sorted(range(len(metric.labels)), key=metric.labels.__getitem__)
-        keys = [metric.labels[i] + '="' for i in order]
-        head = name + "{"
-        for values, v in metric.samples:
-            pairs = ",".join(k + escape(values[i]) + '"' for k, i in zip(keys, order))
-            append(head + pairs + "} " + (fixed.get(v) or format_value(v)) + "\n")
+    name = metric.name + "_total" if metric.type == "counter" else metric.name
+    doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n")
+    labels = metric.labels
+    if not labels:
+        for _values, v in metric.samples:
+            append(f"{name} {fixed.get(v) or format_value(v)}\n")
+        return "".join(out)
+    known = _SERIES.get((name, labels))
+    if known is None or len(known) > _SERIES_MAX:
+        known = _SERIES[(name, labels)] = {}
+    for values, v in metric.samples:
+        series = known.get(values)
+        if series is None:
+            series = known[values] = _series(name, labels, values)
+        append(series + (fixed.get(v) or format_value(v)) + "\n")
     return "".join(out)
 
 

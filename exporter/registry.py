@@ -7,17 +7,18 @@ report a partial failure and still return what it could read.
 import logging
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 from exporter.exposition import GaugeMetricFamily, Metric
 from exporter.paths import Paths
 from exporter.pci import topology
-from exporter.pci.topology import Topology
+from exporter.pci.topology import Topology, TopologyCache
 
 log = logging.getLogger("pciehp_exporter")
 
 PREFIX = "pciehp_"
 PORT_LABELS = ["segment", "bus", "device", "function"]
+T = TypeVar("T")
 
 
 class LogOnce:
@@ -40,20 +41,36 @@ log_once = LogOnce()
 
 
 class Scrape:
-    """Per-scrape context: the roots, the sysfs topology read at most once, and errors noted."""
+    """Per-scrape context: the roots, the topology, files read once for several collectors, and
+    the errors noted."""
 
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, topologies: Optional[TopologyCache] = None) -> None:
         self.paths = paths
         self.errors = {}  # type: Dict[str, List[str]]
         self.current = ""
+        self._topologies = topologies
         self._topology = None  # type: Optional[Topology]
+        self._shared: Dict[str, Tuple[Any, Optional[Exception]]] = {}
 
     @property
     def topology(self) -> Topology:
-        """The ports, read from sysfs on first use in this scrape."""
+        """The ports: from the cache when there is one (refreshed), else walked in this scrape."""
         if self._topology is None:
-            self._topology = topology.read(self.paths)
+            cache = self._topologies
+            self._topology = topology.read(self.paths) if cache is None else cache.get()
         return self._topology
+
+    def shared(self, key: str, read: Callable[[], T]) -> T:
+        """`read()` once per scrape however many collectors ask; its exception raised to each."""
+        if key not in self._shared:
+            try:
+                self._shared[key] = (read(), None)
+            except Exception as e:
+                self._shared[key] = (None, e)
+        value, error = self._shared[key]
+        if error is not None:
+            raise error
+        return value
 
     def error(self, message: str) -> None:
         """Note a partial failure of the running collector; its other output is still served."""
@@ -82,13 +99,14 @@ class ExporterCollector:
         self.sources = list(sources)
         self._clock = clock
         self._lock = threading.Lock()
+        self._topologies = TopologyCache(paths)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:  # sources keep state (the kernel log tail): one scrape at a time
             yield from self._collect()
 
     def _collect(self) -> Iterator[Metric]:
-        scrape = Scrape(self.paths)
+        scrape = Scrape(self.paths, self._topologies)
         success = GaugeMetricFamily(
             PREFIX + "collector_success",
             "Whether the collector read its source without error (1) or not (0).",

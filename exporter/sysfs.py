@@ -17,21 +17,40 @@ StrPath = Union[str, "os.PathLike[str]"]
 
 def read_text(path: StrPath, limit: int = MAX_ATTR) -> Optional[str]:
     """An attribute's text, stripped; None when it is missing or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit)
-    except OSError:
-        return None
-    return data.decode("utf-8", errors="replace").strip()
+    data = read_bytes(path, limit)
+    return None if data is None else data.decode("utf-8", errors="replace").strip()
 
 
 def read_bytes(path: StrPath, limit: int = 4096) -> Optional[bytes]:
     """An attribute's raw bytes (e.g. `config`); None when missing or unreadable."""
     try:
-        with open(path, "rb") as f:
-            return f.read(limit)
+        return read_file(path, limit)
     except OSError:
         return None
+
+
+_CHUNK = 64 * 1024
+
+
+def read_file(path: StrPath, limit: int) -> bytes:
+    """The first `limit` bytes of a file (all of it if shorter); raises OSError.
+
+    os.open/os.read, not open(): no buffered file object per attribute (a third of the cost),
+    and no `limit`-sized buffer allocated up front as file.read(limit) does (a 32 MiB cap on
+    /proc/interrupts cost more than parsing it).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while limit > 0:
+            chunk = os.read(fd, min(limit, _CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_link(path: StrPath) -> Optional[str]:

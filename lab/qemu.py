@@ -271,7 +271,7 @@ class Guest:
             self._check_alive()
             try:
                 self._qmp = QMP(self._own_qmp)
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (OSError, LabError):  # not listening yet, or QEMU is exiting (next round says)
                 if time.monotonic() > deadline:
                     raise LabError("QEMU's QMP socket did not answer within 30 s") from None
                 time.sleep(0.02)

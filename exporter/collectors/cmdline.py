@@ -2,6 +2,7 @@
 
 from typing import Iterator, List, Tuple
 
+from exporter import sysfs
 from exporter.collectors._metrics import gauge
 from exporter.exposition import Metric
 from exporter.paths import Paths
@@ -53,11 +54,15 @@ def relevant_params(text: str) -> List[Tuple[str, str]]:
 def read_params(paths: Paths) -> List[Tuple[str, str]]:
     """The relevant (param, value) pairs of /proc/cmdline; OSError or ValueError if unreadable."""
     path = paths.proc("cmdline")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_BYTES + 1)
+    raw = sysfs.read_file(path, MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
         raise ValueError(f"{path} is larger than {MAX_BYTES} bytes")
     return relevant_params(raw.replace(b"\0", b" ").decode("utf-8", errors="replace"))
+
+
+def scrape_params(scrape: Scrape) -> List[Tuple[str, str]]:
+    """read_params of the scrape's procfs, read once per scrape."""
+    return scrape.shared("cmdline", lambda: read_params(scrape.paths))
 
 
 class CmdlineCollector(Source):
@@ -71,6 +76,6 @@ class CmdlineCollector(Source):
             "A kernel command-line parameter that affects PCIe port services (value = 1).",
             ["param", "value"],
         )
-        for name, value in read_params(scrape.paths):
+        for name, value in scrape_params(scrape):
             metric.add_metric([name, value], 1.0)
         yield metric

@@ -2,11 +2,12 @@
 
 import os
 import re
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from exporter import sysfs
 from exporter.collectors._metrics import gauge
 from exporter.exposition import Metric
+from exporter.paths import Paths
 from exporter.registry import Scrape, Source
 
 # host bridge vendor:device at 0000:00:00.0
@@ -26,14 +27,32 @@ class IdentityCollector(Source):
         """product_uuid replaces the SMBIOS value: a fleet simulation serves one capture as
         many guests, each with its own instance UUID."""
         self.product_uuid = product_uuid
+        self._read: Optional[Tuple[List[str], List[str]]] = None
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
-        paths = scrape.paths
+        """Read on the first scrape only: UUID, chipset and kernel release are fixed for a boot,
+        as is the privilege to read them (an error is reported again on every scrape)."""
+        if self._read is None:
+            self._read = self._identify(scrape.paths)
+        values, errors = self._read
+        for message in errors:
+            scrape.error(message)
+        info = gauge(
+            "guest_info",
+            "The guest: SMBIOS product UUID (the instance UUID), chipset, kernel release.",
+            ["instance_uuid", "machine", "kernel"],
+        )
+        info.add_metric(values, 1.0)
+        yield info
+
+    def _identify(self, paths: Paths) -> Tuple[List[str], List[str]]:
+        """([uuid, machine, kernel release], errors)."""
+        errors: List[str] = []
         dmi = sysfs.resolve(paths.sys("class", "dmi", "id"))
         uuid_path = os.path.join(dmi, "product_uuid")
         uuid = self.product_uuid or sysfs.read_text(uuid_path, limit=128) or ""
         if not UUID_RE.match(uuid):
-            scrape.error(f"no SMBIOS product UUID in {uuid_path} (needs root to read)")
+            errors.append(f"no SMBIOS product UUID in {uuid_path} (needs root to read)")
             uuid = ""
         host_bridge = sysfs.resolve(paths.sys("bus", "pci", "devices", "0000:00:00.0"))
         ids = (
@@ -46,13 +65,7 @@ class IdentityCollector(Source):
             m = VERSION_RE.match(sysfs.read_text(paths.proc("version"), limit=4096) or "")
             release = m.group(1) if m else ""
         if not release:
-            scrape.error(
+            errors.append(
                 "kernel release unknown: neither sys/kernel/osrelease nor version readable"
             )
-        info = gauge(
-            "guest_info",
-            "The guest: SMBIOS product UUID (the instance UUID), chipset, kernel release.",
-            ["instance_uuid", "machine", "kernel"],
-        )
-        info.add_metric([uuid.lower(), machine, release], 1.0)
-        yield info
+        return [uuid.lower(), machine, release], errors

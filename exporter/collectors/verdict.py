@@ -3,9 +3,8 @@
 import os
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
-from exporter import sysfs
 from exporter.collectors._metrics import gauge, port_gauge
-from exporter.collectors.cmdline import read_params
+from exporter.collectors.cmdline import scrape_params
 from exporter.collectors.interrupts import irq_registered, port_rows
 from exporter.exposition import Metric
 from exporter.interrupts import IrqRow
@@ -18,8 +17,7 @@ def _fact_unknown(scrape: Scrape, port: Port) -> Optional[Tuple[str, str]]:
     """(fact, reason) when the port's Slot Capabilities could not be read from config space."""
     if port.cap is not None:
         return None
-    dev_dir = sysfs.resolve(os.path.join(scrape.paths.sys("bus", "pci", "devices"), port.address))
-    if not os.path.isfile(os.path.join(dev_dir, "config")):
+    if not os.path.isfile(os.path.join(port.dev_dir, "config")):
         return ("hotplug_capable", "sysfs_missing")
     return ("hotplug_capable", "config_truncated")
 
@@ -51,7 +49,7 @@ class VerdictCollector(Source):
             missing.add(("irq_registered", "interrupts_unreadable"))
         params: List[Tuple[str, str]] = []
         try:
-            params = read_params(scrape.paths)
+            params = scrape_params(scrape)
         except (OSError, ValueError):
             missing.add(("kernel_params", "cmdline_unreadable"))
         compat = ("pcie_ports", "compat") in params

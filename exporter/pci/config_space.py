@@ -4,7 +4,7 @@ Offsets and bits follow include/uapi/linux/pci_regs.h. Unprivileged readers get 
 64 bytes, where the PCIe capability never is; `decode` then says the capability is unreachable.
 """
 
-from typing import NamedTuple, Optional, Set
+from typing import NamedTuple, Optional, Set, Tuple
 
 PCI_STATUS = 0x06
 PCI_STATUS_CAP_LIST = 0x10
@@ -43,6 +43,8 @@ class PcieCap(NamedTuple):
     physical_slot: int
     sltctl: int
     sltsta: int
+    offset: int
+    """Where the capability starts in config space (for re-reading the slot registers)."""
 
     @property
     def button_pending(self) -> bool:
@@ -109,7 +111,13 @@ def decode(cfg: bytes) -> Optional[PcieCap]:
         physical_slot=sltcap >> EXP_SLTCAP_PSN_SHIFT,
         sltctl=_u16(cfg, off + EXP_SLTCTL) if slot_impl else 0,
         sltsta=_u16(cfg, off + EXP_SLTSTA) if slot_impl else 0,
+        offset=off,
     )
+
+
+def slot_registers(data: bytes) -> Tuple[int, int]:
+    """(Slot Control, Slot Status) from the 4 bytes at the capability's EXP_SLTCTL offset."""
+    return _u16(data, 0), _u16(data, EXP_SLTSTA - EXP_SLTCTL)
 
 
 def secondary_bus(cfg: bytes) -> Optional[int]:

@@ -1,17 +1,19 @@
 """PCIe ports, their port-service devices, hotplug slots and MSI vectors, read from sysfs.
 
-One `Topology` is read per scrape and shared by the collectors that need it, so sysfs is walked
-once per scrape however many collectors look at ports.
+One `Topology` serves every collector of a scrape. Most of it changes only when the set of PCI
+devices (or of hotplug slots) changes, so `TopologyCache` walks sysfs once and then, per scrape,
+re-reads only the slot registers and slot attributes; a changed device set means a new walk.
 """
 
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+import time
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from exporter import sysfs
 from exporter.paths import Paths
 from exporter.pci import config_space
-from exporter.pci.config_space import ConfigSpaceError, PcieCap
+from exporter.pci.config_space import EXP_SLTCTL, ConfigSpaceError, PcieCap
 
 BDF_RE = re.compile(r"^([0-9a-f]{4,8}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
 SERVICE_RE = re.compile(
@@ -49,6 +51,7 @@ class Port:
 
     def __init__(
         self,
+        dev_dir: str,
         address: str,
         segment: str,
         bus: str,
@@ -63,6 +66,7 @@ class Port:
         msi_irqs: Tuple[int, ...],
         services: Tuple[Service, ...],
     ) -> None:
+        self.dev_dir = dev_dir
         self.address = address
         self.segment = segment
         self.bus = bus
@@ -215,6 +219,7 @@ def read_port(dev_dir: str, address: str) -> Optional[Port]:
     segment, bus, device, function = m.groups()
     msi = _msi_irqs(dev_dir)
     return Port(
+        dev_dir=dev_dir,
         address=address,
         segment=segment,
         bus=bus,
@@ -276,3 +281,106 @@ def read(paths: Paths) -> Topology:
         if port is not None:
             port.slots.append(slot)
     return topo
+
+
+REWALK_SECONDS = 300.0
+"""Walk sysfs again at least this often: a driver unbound by hand changes no device set."""
+MAX_OPEN = 256
+"""Attribute files kept open between scrapes, at most (the rest are opened on each read)."""
+
+
+class TopologyCache:
+    """The topology of one root, walked again only when the PCI device or slot set changes.
+
+    The key is the sorted listings of /sys/bus/pci/devices and /sys/bus/pci/slots plus the
+    devices directory's mtime: a hot-add or removal changes the first, a hotplug driver binding
+    (pciehp, acpiphp register slots) the second. Between walks a scrape re-reads, through
+    descriptors kept open, only what changes under a present device: each port's Slot Control and
+    Status (4 bytes at their offset, not the 4 KiB of config space: in a VM every config dword read
+    traps to the hypervisor) and each slot's power and adapter attributes. Callers serialise `get`.
+    """
+
+    def __init__(self, paths: Paths, clock: Callable[[], float] = time.monotonic) -> None:
+        self.paths = paths
+        self._clock = clock
+        self._key: Optional[Tuple[object, ...]] = None
+        self._topo: Optional[Topology] = None
+        self._walked = 0.0
+        self._fds: Dict[str, int] = {}
+
+    def get(self) -> Topology:
+        """The current topology: cached facts plus freshly read registers, or a new walk."""
+        key = self._fingerprint()
+        now = self._clock()
+        topo = self._topo
+        if (
+            topo is None
+            or key != self._key
+            or now - self._walked >= REWALK_SECONDS
+            or not self._refresh(topo)
+        ):
+            self.close()
+            topo = read(self.paths)
+            self._topo, self._key, self._walked = topo, key, now
+        return topo
+
+    def close(self) -> None:
+        """Close the descriptors kept open (the next `get` opens them again)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _fingerprint(self) -> Tuple[object, ...]:
+        devices = self.paths.sys("bus", "pci", "devices")
+        try:
+            mtime: Optional[int] = os.stat(devices).st_mtime_ns
+        except OSError:
+            mtime = None
+        slots = sysfs.list_dir(self.paths.sys("bus", "pci", "slots"))
+        return (mtime, tuple(sysfs.list_dir(devices)), tuple(slots))
+
+    def _refresh(self, topo: Topology) -> bool:
+        """Re-read, in place, the slot registers and slot attributes. False when a port's config
+        space is gone or short (the device went away: walk again)."""
+        slots_dir = str(self.paths.sys("bus", "pci", "slots"))
+        for port in topo.ports.values():
+            cap = port.cap
+            if cap is not None and cap.slot_implemented:
+                data = self._pread(f"{port.dev_dir}/config", 4, cap.offset + EXP_SLTCTL)
+                if data is None or len(data) != 4:
+                    return False
+                sltctl, sltsta = config_space.slot_registers(data)
+                port.cap = cap._replace(sltctl=sltctl, sltsta=sltsta)
+            if port.slots:
+                port.slots = [self._slot_state(f"{slots_dir}/{s.name}", s) for s in port.slots]
+        return True
+
+    def _slot_state(self, slot_dir: str, slot: Slot) -> Slot:
+        power = self._pread(f"{slot_dir}/power", 16, 0)
+        adapter = self._pread(f"{slot_dir}/adapter", 16, 0)
+        return slot._replace(
+            power=None if power is None else power.decode("utf-8", errors="replace").strip(),
+            adapter=None if adapter is None else adapter.decode("utf-8", errors="replace").strip(),
+        )
+
+    def _pread(self, path: str, size: int, offset: int) -> Optional[bytes]:
+        """`size` bytes at `offset` through a descriptor kept open (sysfs regenerates an attribute
+        on every read at offset 0); None when unreadable, and the descriptor is dropped."""
+        fd = self._fds.get(path)
+        keep = fd is not None or len(self._fds) < MAX_OPEN
+        data: Optional[bytes] = None
+        try:
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            data = os.pread(fd, size, offset)
+        except OSError:
+            keep = False
+        if keep:
+            self._fds[path] = fd
+        elif fd is not None:
+            os.close(fd)
+            self._fds.pop(path, None)
+        return data

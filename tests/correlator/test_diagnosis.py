@@ -11,8 +11,8 @@ import pytest
 from correlator.config import Config, ConfigError
 from correlator.diagnosis import DiagnosisTable
 from correlator.model import GuestFacts, HostFacts, HostPortFacts, Verdict
-from correlator.sources.prometheus import GUEST_FAMILIES, PORT_FAMILIES, PrometheusSource
-from tests.correlator.support import exporter_once, exposition_results
+from correlator.sources.exposition import facts_from_exposition
+from tests.correlator.support import exporter_once
 from tests.support.captures import Capture
 
 TABLE = DiagnosisTable.from_config(Config())
@@ -35,23 +35,7 @@ def text() -> dict[str, str]:
 
 def facts_of(exposition: str) -> GuestFacts:
     """Exporter text -> the GuestFacts the correlator builds from Prometheus' answers."""
-    rows = exposition_results(exposition, job="pciehp", instance="guest:9860")
-
-    def named(names) -> list[dict]:
-        return [r for r in rows if r["metric"]["__name__"] in names]
-
-    # What the queries return: handler rows only where 1, collector_success only where 0.
-    handlers = [r for r in named({"pciehp_port_hotplug_handler"}) if r["value"][1] == "1.0"]
-    failed = [r for r in named({"pciehp_collector_success"}) if r["value"][1] == "0.0"]
-    src = PrometheusSource(session=None, url="http://unused")  # type: ignore[arg-type]
-    joined = src.join(
-        named({"pciehp_guest_info"}),
-        named(PORT_FAMILIES) + handlers,
-        named(GUEST_FAMILIES) + failed,
-        now=0,
-    )
-    assert len(joined) == 1
-    return next(iter(joined.values()))
+    return facts_from_exposition(exposition)
 
 
 def ports_of(text: str) -> list[tuple[str, str, str]]:
@@ -270,7 +254,14 @@ def test_no_verdict_and_no_handler_facts_is_unknown_not_host_side(text):
     )
     v = diagnose(t)
     assert v.cause == "guest_facts_unknown"
-    assert v.evidence[0].startswith("12 of 12 ports have verdict=unknown")
+    assert "port_unplug_verdict (not_published)" in v.evidence[0], v.evidence
+    # ports known not to be hotplug-capable, without a slot, need no verdict
+    t = re.sub(r'(pciehp_port_info\{[^}]*)slot="[^"]*"', r'\1slot=""', t)
+    t += "".join(
+        f'pciehp_port_hotplug_capable{{bus="{b}",device="{d}",function="{f}",segment="0000"}} 0\n'
+        for b, d, f in ports_of(t)
+    )
+    assert "port_unplug_verdict (not_published)" not in " ".join(diagnose(t).evidence)
     empty = GuestFacts("u", machine="q35")
     assert TABLE.diagnose(empty).cause == "guest_facts_unknown"
 
