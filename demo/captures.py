@@ -28,6 +28,7 @@ SCENARIOS = (
     "bullseye_q35_aspm_off",
     "trixie_q35_normal",
     "trixie_q35_aspm_off",
+    "trixie_q35_acpihp_normal",
 )
 PHASES = ("boot", "after_unplug", "after_plug")
 

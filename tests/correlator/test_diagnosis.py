@@ -36,6 +36,7 @@ CAPTURES = {
     "trixie_aspm_off": Capture("trixie_q35_aspm_off"),
     "bullseye": Capture("bullseye_q35_normal"),
     "trixie": Capture("trixie_q35_normal"),
+    "trixie_acpihp": Capture("trixie_q35_acpihp_normal"),
 }
 PORT_RE = re.compile(r'pciehp_port_info\{address="[^"]*",bus="(..)",device="(..)",function="(.)"')
 
@@ -175,10 +176,13 @@ def test_acpi_hotplug_guest_is_not_broken_whatever_its_cmdline_says(text):
     assert "machine is i440fx" in i440fx.evidence
 
 
-@pytest.mark.parametrize("name", ["poll", "aspm_off_native", "switch", "bullseye", "trixie"])
+@pytest.mark.parametrize(
+    "name", ["poll", "aspm_off_native", "switch", "bullseye", "trixie", "trixie_acpihp"]
+)
 def test_real_guests_that_answered_the_unplug_point_at_the_host(text, name):
     """pciehp in poll mode, pcie_ports=native beside pcie_aspm=off, switch downstream ports, and
-    5.10 and 6.12 kernels: each capture's DEVICE_DELETED came, and the table agrees."""
+    5.10 and 6.12 kernels (6.12 with ACPI hotplug too): each capture's DEVICE_DELETED came, and
+    the table agrees."""
     assert CAPTURES[name].result()["device_deleted"] is True
     v = diagnose(text[name])
     assert v.cause == "host_side" and v.guest_can_unplug, v

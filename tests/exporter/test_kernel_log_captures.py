@@ -40,6 +40,8 @@ BOOT = {
     "bullseye_q35_aspm_off": ASPM_OFF,
     "trixie_q35_normal": GRANTED,
     "trixie_q35_aspm_off": ASPM_OFF,
+    "trixie_q35_acpihp_normal": ("PNP0A08:00", "partial", CORE - {"PCIeHotplug"}, (),
+                                 ("PCIeHotplug", "LTR"), set(), set()),
 }  # fmt: skip
 
 UNPLUG = {("0000:00:02.0", "1"): {"attention_button": 1, "power_off_request": 1}}
