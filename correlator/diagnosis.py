@@ -151,11 +151,20 @@ def _osc_pick(facts: GuestFacts, test: Callable[[Any], bool]) -> Any:
     return next((o for o in facts.osc if test(o)), None)
 
 
+def _bridge(osc: Any) -> str:
+    """The bridge an `_OSC` fact is about, and where it came from unless the boot's log."""
+    if osc.source == "cmdline":
+        return "every host bridge (implied by the kernel command line)"
+    if osc.source == "state":
+        return f"{osc.bridge} (from the exporter's boot state file)"
+    return osc.bridge
+
+
 def _p_osc_outcome(facts: GuestFacts, spec: object) -> tuple[bool, str]:
     hit = _osc_pick(facts, lambda o: _one_of(o.outcome, spec))
     if hit:
-        return True, f"_OSC on {hit.bridge}: outcome {hit.outcome}"
-    seen = ", ".join(f"{o.bridge} {o.outcome}" for o in facts.osc) or "no _OSC facts"
+        return True, f"_OSC on {_bridge(hit)}: outcome {hit.outcome}"
+    seen = ", ".join(f"{_bridge(o)} {o.outcome}" for o in facts.osc) or "no _OSC facts"
     return False, f"_OSC outcome not {_fmt(spec)} ({seen})"
 
 
@@ -163,7 +172,7 @@ def _p_osc_missing(facts: GuestFacts, token: str) -> tuple[bool, str]:
     hit = _osc_pick(facts, lambda o: token in o.missing_support)
     if hit:
         missing = " ".join(hit.missing_support)
-        return True, f"_OSC on {hit.bridge}: the OS lacks {token} support (missing: {missing})"
+        return True, f"_OSC on {_bridge(hit)}: the OS lacks {token} support (missing: {missing})"
     return False, f"_OSC: no host bridge lacks {token} support"
 
 
@@ -171,7 +180,7 @@ def _p_osc_denied(facts: GuestFacts, token: str) -> tuple[bool, str]:
     hit = _osc_pick(facts, lambda o: token in o.denied)
     if hit:
         denied = " ".join(hit.denied)
-        return True, f"_OSC on {hit.bridge}: the platform refused {token} (denied: {denied})"
+        return True, f"_OSC on {_bridge(hit)}: the platform refused {token} (denied: {denied})"
     return False, f"_OSC: no host bridge refused {token}"
 
 

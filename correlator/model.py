@@ -103,6 +103,8 @@ class OscFacts:
     outcome: str
     missing_support: tuple[str, ...] = ()
     denied: tuple[str, ...] = ()
+    source: str = "log"
+    """Where the exporter had it: log, state (its boot state file), cmdline (implied), unknown."""
 
 
 @dataclass(frozen=True)

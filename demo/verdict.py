@@ -1,4 +1,5 @@
-"""Run the real exporter (`--once`) on each bundled capture and print a verdict per PCIe port."""
+"""Run the real exporter (`--once`) on each bundled capture and print the verdict it publishes per
+PCIe port (pciehp_port_unplug_verdict), not one derived here."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def scrape(tree: Path) -> str:
 
 
 def port_facts(text: str) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
-    """Per-port facts and guest-wide facts from exposition text."""
+    """Per-port verdicts and guest-wide facts, as the exporter published them in its text."""
     ports: dict[str, dict[str, object]] = defaultdict(dict)
     guest: dict[str, str] = {}
     for fam in text_string_to_metric_families(text):
@@ -31,16 +32,12 @@ def port_facts(text: str) -> tuple[dict[str, dict[str, object]], dict[str, str]]
                 lb.get("segment"), lb.get("bus"), lb.get("device"), lb.get("function")
             )
             name = s.name.removeprefix("pciehp_")
-            if name == "port_hotplug_handler" and s.value == 1:
-                ports[key]["handler"] = lb["handler"]
-            elif name in (
-                "port_hotplug_capable",
-                "port_service_bound",
-                "port_irq_registered",
-                "slot_button_pending",
-                "slot_interrupt_enabled",
-            ):
+            if name == "port_unplug_verdict" and s.value == 1:
+                ports[key].update(verdict=lb["verdict"], reason=lb["reason"])
+            elif name in ("slot_button_pending", "slot_unplug_unanswered"):
                 ports[key][name] = int(s.value)
+            elif name == "fact_unknown" and s.value == 1:
+                guest["unknown"] = guest.get("unknown", "") + f" {lb['fact']} ({lb['reason']})"
             elif name == "osc_info":
                 guest["osc"] = lb["outcome"] + (
                     f" (missing {lb['missing_support']})" if lb["missing_support"] else ""
@@ -54,19 +51,13 @@ def port_facts(text: str) -> tuple[dict[str, dict[str, object]], dict[str, str]]
 
 
 def verdict(p: dict[str, object]) -> str:
-    handler = p.get("handler", "none")
-    if not p.get("port_hotplug_capable"):
-        return "not hotplug-capable"
-    if handler == "none":
-        stuck = p.get("slot_button_pending") == 1 and p.get("slot_interrupt_enabled") == 0
-        return "CANNOT hot-unplug" + (
-            ": unplug request stuck (button pending, no driver)"
-            if stuck
-            else ": no hotplug driver bound"
-        )
-    if handler == "pciehp" and not p.get("port_irq_registered"):
-        return "pciehp bound but its IRQ is missing"
-    return f"can hot-unplug ({handler})"
+    """One line for a port: the exporter's verdict and reason, and a pending unplug if any."""
+    line = f"{p['verdict']} ({p['reason']})"
+    if p.get("slot_unplug_unanswered") == 1:
+        line += ": unplug request unanswered in the kernel log"
+    elif p.get("slot_button_pending") == 1:
+        line += ": unplug request pending (attention button latched)"
+    return line
 
 
 def main() -> int:
@@ -80,10 +71,13 @@ def main() -> int:
                 f"== {scenario} ({phase}): machine={guest.get('machine')} "
                 f"_OSC={guest.get('osc')} params:{guest.get('params', ' none')}"
             )
-            if not ports:
-                print("   no PCIe root/downstream ports (ACPI hotplug on the root bus)")
-            for addr in sorted(ports):
-                print(f"   {addr}  {verdict(ports[addr])}")
+            judged = {a: p for a, p in ports.items() if "verdict" in p}
+            if not judged:
+                print("   no PCIe port to judge (ACPI hotplug on the root bus)")
+            for addr in sorted(judged):
+                print(f"   {addr}  {verdict(judged[addr])}")
+            if guest.get("unknown"):
+                print(f"   facts the exporter could not read:{guest['unknown']}")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 from exporter import __version__
+from exporter.boot_state import BootStateFile
 from exporter.collectors import default_sources
 from exporter.exposition import (
     CONTENT_TYPE,
@@ -79,6 +80,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="/dev/kmsg, or a file: dmesg output, kern.log, messages, raw kmsg records",
     )
     p.add_argument(
+        "--collector.kernel_log.state-file",
+        dest="state_file",
+        metavar="PATH",
+        help="keep this boot's _OSC facts from the kernel log in PATH (keyed by boot_id), so they "
+        "survive a wrapped ring buffer and --textfile runs",
+    )
+    p.add_argument(
         "--web.listen-address", dest="listen", default=":9860", help="address to serve /metrics on"
     )
     mode = p.add_mutually_exclusive_group()
@@ -97,8 +105,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def build_registry(args: argparse.Namespace, process_metrics: bool = False) -> Registry:
     """A registry holding the exporter's collectors for the given roots and log source."""
     paths = Paths(Path(args.procfs), Path(args.sysfs), Path(args.rootfs))
+    state = BootStateFile(args.state_file) if args.state_file else None
     collectors = [
-        ExporterCollector(paths, default_sources(KernelLog(args.kernel_log))),
+        ExporterCollector(paths, default_sources(KernelLog(args.kernel_log), state=state)),
         BuildInfo(),
     ]  # type: List[Any]
     if process_metrics:

@@ -95,28 +95,47 @@ def _series(name: str, labels: Tuple[str, ...], values: Tuple[str, ...]) -> str:
     return name + "{" + ",".join(k + '="' + escape(v) + '"' for k, v in pairs) + "} "
 
 
+_FAMILIES: Dict[Tuple[str, str, Tuple[str, ...]], Tuple[str, List[Sample], str]] = {}
+"""(name, type, label names) -> (help, samples, text) of the family as last rendered: most
+families (event counters, handlers, verdicts) come out of a scrape exactly as from the last one."""
+
+
 def render_metrics(metrics: Iterable[Metric]) -> str:
     """Exposition text of gauge and counter families, in the order given."""
     out: List[str] = []
+    for metric in metrics:
+        key = (metric.name, metric.type, metric.labels)
+        last = _FAMILIES.get(key)
+        if last is not None and last[0] == metric.documentation and last[1] == metric.samples:
+            out.append(last[2])
+            continue
+        text = _render_family(metric)
+        if last is not None or len(_FAMILIES) < _SERIES_MAX:
+            _FAMILIES[key] = (metric.documentation, list(metric.samples), text)
+        out.append(text)
+    return "".join(out)
+
+
+def _render_family(metric: Metric) -> str:
+    out: List[str] = []
     append = out.append
     fixed = _FIXED
-    for metric in metrics:
-        name = metric.name + "_total" if metric.type == "counter" else metric.name
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n")
-        labels = metric.labels
-        if not labels:
-            for _values, v in metric.samples:
-                append(f"{name} {fixed.get(v) or format_value(v)}\n")
-            continue
-        known = _SERIES.get((name, labels))
-        if known is None or len(known) > _SERIES_MAX:
-            known = _SERIES[(name, labels)] = {}
-        for values, v in metric.samples:
-            series = known.get(values)
-            if series is None:
-                series = known[values] = _series(name, labels, values)
-            append(series + (fixed.get(v) or format_value(v)) + "\n")
+    name = metric.name + "_total" if metric.type == "counter" else metric.name
+    doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    append(f"# HELP {name} {doc}\n# TYPE {name} {metric.type}\n")
+    labels = metric.labels
+    if not labels:
+        for _values, v in metric.samples:
+            append(f"{name} {fixed.get(v) or format_value(v)}\n")
+        return "".join(out)
+    known = _SERIES.get((name, labels))
+    if known is None or len(known) > _SERIES_MAX:
+        known = _SERIES[(name, labels)] = {}
+    for values, v in metric.samples:
+        series = known.get(values)
+        if series is None:
+            series = known[values] = _series(name, labels, values)
+        append(series + (fixed.get(v) or format_value(v)) + "\n")
     return "".join(out)
 
 

@@ -105,6 +105,13 @@ def _numbered(line: str, ncpu: int) -> Optional[IrqRow]:
         return None
 
 
+_PARSED: Dict[Tuple[bytes, int], Optional[IrqRow]] = {}
+"""Row text (and CPU count) -> parsed row. A hotplug IRQ's counts rarely move, so a scrape mostly
+finds the rows it wants already parsed."""
+_PARSED_MAX = 1024
+_UNPARSED = IrqRow(-1, 0, "", None, "", ())
+
+
 def parse(data: bytes, wanted: Collection[int] = (), keyword: str = "pciehp") -> Dict[int, IrqRow]:
     """Rows of the IRQs in `wanted` and of every row mentioning `keyword`; malformed rows skipped.
 
@@ -121,7 +128,13 @@ def parse(data: bytes, wanted: Collection[int] = (), keyword: str = "pciehp") ->
         start = data.rfind(b"\n", 0, pos) + 1
         end = data.find(b"\n", pos)
         line = data[start : len(data) if end == -1 else end]
-        return _numbered(line.decode("utf-8", errors="replace"), ncpu)
+        key = (line, ncpu)
+        row = _PARSED.get(key, _UNPARSED)
+        if row is _UNPARSED:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            row = _PARSED[key] = _numbered(line.decode("utf-8", errors="replace"), ncpu)
+        return row
 
     rows: Dict[int, IrqRow] = {}
     if keyword:

@@ -63,8 +63,6 @@ _HOST_PORT_VALUES = {
     "pciehp_host_slot_button_pending": "button_pending",
     "pciehp_host_port_unplug_ready": "unplug_ready",
 }
-# Handlers that answer an unplug, for exporters older than pciehp_port_unplug_verdict.
-_ANSWERING_HANDLERS = ("pciehp", "pciehp_poll", "acpiphp")
 _REGEX_SPECIAL = set("\\.+*?()|[]{}^$")
 
 
@@ -167,27 +165,17 @@ class PrometheusSource:
 
         Computed by Prometheus, so the answer is one series per healthy guest, whatever the size
         of the fleet. These are the incident's counter-evidence among guests with no alert. A
-        guest with any fact unknown is never counted; an exporter older than the verdict counts
-        when a handler answers on some port and no hotplug-capable port lacks one.
+        guest with any fact unknown, or without the exporter's verdict, is never counted.
         """
         il = self.image_label
         sel = f"{il}=~{promql_string(regex_alternatives(images))}{self._extra()}"
-        port = "job, instance, segment, bus, device, function"
-        verdict = f"pciehp_port_unplug_verdict{{{sel}}}"
-        answering = "|".join(_ANSWERING_HANDLERS)
         ready = (
             f'(pciehp_port_unplug_verdict{{verdict="ready", {sel}}} '
             f'unless on (job, instance) pciehp_port_unplug_verdict{{verdict!="ready", {sel}}})'
         )
-        legacy_ready = (
-            f'((pciehp_port_hotplug_handler{{handler=~"{answering}", {sel}}} == 1 '
-            f'unless on (job, instance) (pciehp_port_hotplug_handler{{handler="none", {sel}}} == 1 '
-            f"and on ({port}) pciehp_port_hotplug_capable{{{sel}}} == 1)) "
-            f"unless on (job, instance) {verdict})"
-        )
         return (
             f"(max by (job, instance, instance_uuid, {il}) (pciehp_guest_info{{{sel}}}) "
-            f"and on (job, instance) ({ready} or {legacy_ready})) "
+            f"and on (job, instance) {ready}) "
             f"unless on (job, instance) pciehp_fact_unknown{{{sel}}}"
         )
 
@@ -317,6 +305,7 @@ class PrometheusSource:
                         outcome=labels.get("outcome", ""),
                         missing_support=tuple(labels.get("missing_support", "").split()),
                         denied=tuple(labels.get("denied", "").split()),
+                        source=labels.get("source", "log"),
                     )
                 )
             elif name == "pciehp_kernel_param":
@@ -334,9 +323,11 @@ class PrometheusSource:
             uuid = g.info.get("instance_uuid", "")
             if not uuid or uuid in out:
                 continue
-            if not g.verdicts:
-                for port in g.ports.values():
-                    port.update(legacy_verdict(port))
+            judged = [p for p in g.ports.values() if p.get("hotplug_capable") != 0 or p.get("slot")]
+            if judged and not g.verdicts:
+                # the exporter publishes a verdict for every port that has a slot or may be
+                # hotplug-capable: such ports without one are unknown, never healthy
+                g.unknown.append("port_unplug_verdict (not_published)")
             out[uuid] = GuestFacts(
                 instance_uuid=uuid,
                 machine=g.info.get("machine", ""),
@@ -362,24 +353,6 @@ class PrometheusSource:
                     instance_uuid=uuid, observed_at=now, guest_data=False, host=hf
                 )
         return out
-
-
-def legacy_verdict(port: Mapping[str, object]) -> dict[str, str]:
-    """A port verdict for exporters that predate pciehp_port_unplug_verdict.
-
-    Only positive facts count: a handler that answers makes the port ready, a hotplug-capable
-    port without one makes it not ready, a port read as not hotplug-capable gets no verdict
-    (as the exporter's contract has it), and anything else (a fact absent) stays unknown.
-    """
-    handler = port.get("handler")
-    capable = port.get("hotplug_capable")
-    if handler in _ANSWERING_HANDLERS:
-        return {"verdict": "ready", "reason": f"handler_{handler}"}
-    if handler == "none" and capable == 1:
-        return {"verdict": "not_ready", "reason": "no_handler"}
-    if capable == 0 and not port.get("slot"):
-        return {}
-    return {"verdict": "unknown", "reason": "no_verdict"}
 
 
 def join_hosts(samples: list[Mapping[str, object]], now: float) -> dict[str, HostFacts]:

@@ -2,6 +2,7 @@
 
 from typing import List, Optional
 
+from exporter.boot_state import BootStateFile
 from exporter.collectors.cmdline import CmdlineCollector
 from exporter.collectors.identity import IdentityCollector
 from exporter.collectors.interrupts import InterruptsCollector
@@ -14,14 +15,17 @@ from exporter.kernel_log import KernelLog
 from exporter.registry import Source
 
 
-def default_sources(log: KernelLog, product_uuid: Optional[str] = None) -> List[Source]:
-    """Every collector, ports first (it reads the sysfs topology the others share)."""
+def default_sources(
+    log: KernelLog, product_uuid: Optional[str] = None, state: Optional[BootStateFile] = None
+) -> List[Source]:
+    """Every collector, ports first (it reads the sysfs topology the others share), cmdline before
+    kernel_log (whose `_OSC` fallback reads the parameters it shares)."""
     return [
         PortsCollector(),
         SlotsCollector(),
         InterruptsCollector(),
-        KernelLogCollector(log),
         CmdlineCollector(),
+        KernelLogCollector(log, state),
         IdentityCollector(product_uuid),
         RescanCollector(),
         VerdictCollector(),

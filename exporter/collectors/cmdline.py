@@ -2,6 +2,7 @@
 
 from typing import Iterator, List, Tuple
 
+from exporter import sysfs
 from exporter.collectors._metrics import gauge
 from exporter.exposition import Metric
 from exporter.paths import Paths
@@ -53,8 +54,7 @@ def relevant_params(text: str) -> List[Tuple[str, str]]:
 def read_params(paths: Paths) -> List[Tuple[str, str]]:
     """The relevant (param, value) pairs of /proc/cmdline; OSError or ValueError if unreadable."""
     path = paths.proc("cmdline")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_BYTES + 1)
+    raw = sysfs.read_file(path, MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
         raise ValueError(f"{path} is larger than {MAX_BYTES} bytes")
     return relevant_params(raw.replace(b"\0", b" ").decode("utf-8", errors="replace"))

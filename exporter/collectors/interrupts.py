@@ -2,7 +2,7 @@
 
 from typing import Dict, Iterator, List, Set
 
-from exporter import interrupts
+from exporter import interrupts, sysfs
 from exporter.collectors._metrics import port_counter, port_gauge
 from exporter.exposition import Metric
 from exporter.registry import Scrape, Source
@@ -16,8 +16,7 @@ def port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
 def _read_port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
     topo = scrape.topology
     path = scrape.paths.proc("interrupts")
-    with open(path, "rb") as f:
-        raw = f.read(interrupts.MAX_BYTES + 1)
+    raw = sysfs.read_file(path, interrupts.MAX_BYTES + 1)
     if len(raw) > interrupts.MAX_BYTES:
         raise ValueError(f"{path} is larger than {interrupts.MAX_BYTES} bytes")
     if b"\0" in raw:
@@ -26,7 +25,7 @@ def _read_port_rows(scrape: Scrape) -> Dict[str, List[interrupts.IrqRow]]:
     rows = interrupts.parse(raw, wanted)
     by_port: Dict[str, Set[int]] = {a: set(p.irqs) for a, p in topo.ports.items()}
     for row in rows.values():
-        if "pciehp" in row.actions and not any(row.irq in s for s in by_port.values()):
+        if "pciehp" in row.actions and row.irq not in wanted:
             bdf = row.bdf()
             if bdf in by_port:
                 by_port[bdf].add(row.irq)

@@ -1,11 +1,19 @@
 """kernel_log: pciehp event counters and the _OSC outcome, from the tailed kernel log."""
 
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Tuple
 
+from exporter.boot_state import (
+    BootFacts,
+    BootStateFile,
+    StateError,
+    osc_from_cmdline,
+    read_boot_id,
+)
 from exporter.collectors._metrics import counter, gauge, port_counter, port_gauge
+from exporter.collectors.cmdline import scrape_params
 from exporter.collectors.slots import handler
 from exporter.exposition import Metric
-from exporter.kernel_log import EVENTS, OSC_FEATURES, KernelLog
+from exporter.kernel_log import EVENTS, OSC_FEATURES, KernelLog, OscState
 from exporter.pci.topology import Port, Topology
 from exporter.registry import Scrape, Source
 
@@ -31,8 +39,9 @@ class KernelLogCollector(Source):
 
     name = "kernel_log"
 
-    def __init__(self, log: KernelLog) -> None:
+    def __init__(self, log: KernelLog, state: Optional[BootStateFile] = None) -> None:
         self.log = log
+        self.state = state
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         self.log.poll()
@@ -46,7 +55,7 @@ class KernelLogCollector(Source):
         yield from (lines, reader)
         yield self._events(scrape.topology)
         yield self._unanswered(scrape.topology, up)
-        yield from self._osc()
+        yield from self._osc(*self._boot_osc(scrape, up))
 
     def _events(self, topo: Topology) -> Metric:
         counts: Dict[str, Dict[str, int]] = {}
@@ -64,10 +73,12 @@ class KernelLogCollector(Source):
             if not port.hotplug_capable and port.address not in counts:
                 continue
             per_port = counts.get(port.address, {})
-            for event in EVENTS:
-                metric.add_metric(
-                    [*port.labels, port.slot_name, event], float(per_port.get(event, 0))
-                )
+            samples = metric.samples
+            segment, bus, device, function = port.labels
+            slot = port.slot_name
+            for event in EVENTS:  # 14 per port: the bulk of a scrape, so appended directly
+                values = (segment, bus, device, function, slot, event)
+                samples.append((values, float(per_port.get(event, 0))))
         return metric
 
     def _unanswered(self, topo: Topology, up: bool) -> Metric:
@@ -99,7 +110,40 @@ class KernelLogCollector(Source):
             metric.add_metric([*port.labels, port.slot_name], 1.0 if pending else 0.0)
         return metric
 
-    def _osc(self) -> Iterator[Metric]:
+    def _boot_osc(self, scrape: Scrape, up: bool) -> Tuple[Mapping[str, OscState], str]:
+        """This boot's `_OSC` outcome per bridge and where it came from: the log (kept in the
+        state file), else the state file, else what the command line decides, else unknown."""
+        osc = self.log.osc()
+        if osc:
+            if up:
+                self._state(scrape, BootFacts(dict(osc), self.log.flags()))
+            return osc, "log"
+        saved = self._state(scrape, None)
+        if saved is not None and saved.osc:
+            return saved.osc, "state"
+        try:
+            derived = osc_from_cmdline(scrape_params(scrape))
+        except (OSError, ValueError):
+            derived = None  # the cmdline collector reports it
+        if derived is not None:
+            return {"": derived}, "cmdline"
+        return {}, "unknown"
+
+    def _state(self, scrape: Scrape, facts: Optional[BootFacts]) -> Optional[BootFacts]:
+        """Save `facts` for this boot, or (None) load what was saved; failures are reported."""
+        if self.state is None:
+            return None
+        try:
+            boot_id = read_boot_id(scrape.paths)
+            if facts is not None:
+                self.state.save(boot_id, facts)
+                return facts
+            return self.state.load(boot_id)
+        except (OSError, StateError) as e:
+            scrape.error(f"state file: {e}")
+            return None
+
+    def _osc(self, states: Mapping[str, OscState], source: str) -> Iterator[Metric]:
         control = gauge(
             "osc_control",
             "After _OSC, the OS controls this PCIe feature of the host bridge (1) or not (0).",
@@ -107,17 +151,26 @@ class KernelLogCollector(Source):
         )
         info = gauge(
             "osc_info",
-            "Outcome of the ACPI _OSC negotiation per host bridge.",
-            ["bridge", "outcome", "missing_support", "denied"],
+            "Outcome of the ACPI _OSC negotiation per host bridge; source: log, state (the state "
+            "file of this boot), cmdline (implied by kernel parameters) or unknown.",
+            ["bridge", "outcome", "missing_support", "denied", "source"],
         )
-        states = self.log.osc()
         if not states:
-            info.add_metric(["", "unknown", "", ""], 1.0)
+            info.add_metric(["", "unknown", "", "", source], 1.0)
         for bridge, state in sorted(states.items()):
-            for feature in OSC_FEATURES:
-                control.add_metric([bridge, feature], 1.0 if feature in state.controlled else 0.0)
+            if source != "cmdline":
+                for feature in OSC_FEATURES:
+                    control.add_metric(
+                        [bridge, feature], 1.0 if feature in state.controlled else 0.0
+                    )
             info.add_metric(
-                [bridge, state.outcome, " ".join(state.missing_support), " ".join(state.denied)],
+                [
+                    bridge,
+                    state.outcome,
+                    " ".join(state.missing_support),
+                    " ".join(state.denied),
+                    source,
+                ],
                 1.0,
             )
         yield from (control, info)

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 from exporter import sysfs
 from exporter.paths import Paths
 from exporter.pci import config_space
-from exporter.pci.config_space import ConfigSpaceError, PcieCap
+from exporter.pci.config_space import EXP_SLTCTL, ConfigSpaceError, PcieCap
 
 BDF_RE = re.compile(r"^([0-9a-f]{4,8}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$")
 SERVICE_RE = re.compile(
@@ -257,15 +257,6 @@ def read_slots(paths: Paths) -> List[Slot]:
     return slots
 
 
-def _slot_state(slots_dir: str, slot: Slot) -> Slot:
-    """The slot with its power and adapter attributes read again."""
-    d = f"{slots_dir}/{slot.name}"
-    return slot._replace(
-        power=sysfs.read_text(f"{d}/power", limit=16),
-        adapter=sysfs.read_text(f"{d}/adapter", limit=16),
-    )
-
-
 def poll_mode(paths: Paths) -> bool:
     """pciehp's `pciehp_poll_mode` parameter (Y/1 means poll, no IRQ needed)."""
     value = sysfs.read_text(paths.sys("module", "pciehp", "parameters", "pciehp_poll_mode"), 16)
@@ -307,38 +298,10 @@ def slot_driver(slot: Slot, port: Port) -> Optional[str]:
     return "pciehp" if service is not None and service.driver == "pciehp" else "acpiphp"
 
 
-def read_slot_registers(port: Port) -> Optional[Tuple[int, int]]:
-    """Slot Control and Status: 4 bytes of `config` at their offset, not the whole 4 KiB (in a VM
-    every config dword read is a trap to the hypervisor). None if the device is gone."""
-    if port.cap is None:
-        return None
-    try:
-        fd = os.open(f"{port.dev_dir}/config", os.O_RDONLY)
-        try:
-            data = os.pread(fd, 4, port.cap.offset + config_space.EXP_SLTCTL)
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    return config_space.slot_registers(data) if len(data) == 4 else None
-
-
-def refresh(paths: Paths, topo: Topology) -> bool:
-    """Re-read, in place, what changes while the devices stay: slot registers, slot power and
-    adapter. False when a port's config space is gone (the caller walks sysfs again)."""
-    slots_dir = str(paths.sys("bus", "pci", "slots"))
-    for port in topo.ports.values():
-        if port.cap is not None and port.cap.slot_implemented:
-            regs = read_slot_registers(port)
-            if regs is None:
-                return False
-            port.cap = port.cap._replace(sltctl=regs[0], sltsta=regs[1])
-        port.slots = [_slot_state(slots_dir, slot) for slot in port.slots]
-    return True
-
-
 REWALK_SECONDS = 300.0
 """Walk sysfs again at least this often: a driver unbound by hand changes no device set."""
+MAX_OPEN = 256
+"""Attribute files kept open between scrapes, at most (the rest are opened on each read)."""
 
 
 class TopologyCache:
@@ -346,7 +309,10 @@ class TopologyCache:
 
     The key is the sorted listings of /sys/bus/pci/devices and /sys/bus/pci/slots plus the
     devices directory's mtime: a hot-add or removal changes the first, a hotplug driver binding
-    (pciehp, acpiphp register slots) the second. Callers serialise `get` (one scrape at a time).
+    (pciehp, acpiphp register slots) the second. Between walks a scrape re-reads, through
+    descriptors kept open, only what changes under a present device: each port's Slot Control and
+    Status (4 bytes at their offset, not the 4 KiB of config space: in a VM every config dword read
+    traps to the hypervisor) and each slot's power and adapter attributes. Callers serialise `get`.
     """
 
     def __init__(self, paths: Paths, clock: Callable[[], float] = time.monotonic) -> None:
@@ -355,15 +321,7 @@ class TopologyCache:
         self._key: Optional[Tuple[object, ...]] = None
         self._topo: Optional[Topology] = None
         self._walked = 0.0
-
-    def _fingerprint(self) -> Tuple[object, ...]:
-        devices = self.paths.sys("bus", "pci", "devices")
-        try:
-            mtime: Optional[int] = os.stat(devices).st_mtime_ns
-        except OSError:
-            mtime = None
-        slots = sysfs.list_dir(self.paths.sys("bus", "pci", "slots"))
-        return (mtime, tuple(sysfs.list_dir(devices)), tuple(slots))
+        self._fds: Dict[str, int] = {}
 
     def get(self) -> Topology:
         """The current topology: cached facts plus freshly read registers, or a new walk."""
@@ -374,8 +332,70 @@ class TopologyCache:
             topo is None
             or key != self._key
             or now - self._walked >= REWALK_SECONDS
-            or not refresh(self.paths, topo)
+            or not self._refresh(topo)
         ):
+            self.close()
             topo = read(self.paths)
             self._topo, self._key, self._walked = topo, key, now
         return topo
+
+    def close(self) -> None:
+        """Close the descriptors kept open (the next `get` opens them again)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _fingerprint(self) -> Tuple[object, ...]:
+        devices = self.paths.sys("bus", "pci", "devices")
+        try:
+            mtime: Optional[int] = os.stat(devices).st_mtime_ns
+        except OSError:
+            mtime = None
+        slots = sysfs.list_dir(self.paths.sys("bus", "pci", "slots"))
+        return (mtime, tuple(sysfs.list_dir(devices)), tuple(slots))
+
+    def _refresh(self, topo: Topology) -> bool:
+        """Re-read, in place, the slot registers and slot attributes. False when a port's config
+        space is gone or short (the device went away: walk again)."""
+        slots_dir = str(self.paths.sys("bus", "pci", "slots"))
+        for port in topo.ports.values():
+            cap = port.cap
+            if cap is not None and cap.slot_implemented:
+                data = self._pread(f"{port.dev_dir}/config", 4, cap.offset + EXP_SLTCTL)
+                if data is None or len(data) != 4:
+                    return False
+                sltctl, sltsta = config_space.slot_registers(data)
+                port.cap = cap._replace(sltctl=sltctl, sltsta=sltsta)
+            if port.slots:
+                port.slots = [self._slot_state(f"{slots_dir}/{s.name}", s) for s in port.slots]
+        return True
+
+    def _slot_state(self, slot_dir: str, slot: Slot) -> Slot:
+        power = self._pread(f"{slot_dir}/power", 16, 0)
+        adapter = self._pread(f"{slot_dir}/adapter", 16, 0)
+        return slot._replace(
+            power=None if power is None else power.decode("utf-8", errors="replace").strip(),
+            adapter=None if adapter is None else adapter.decode("utf-8", errors="replace").strip(),
+        )
+
+    def _pread(self, path: str, size: int, offset: int) -> Optional[bytes]:
+        """`size` bytes at `offset` through a descriptor kept open (sysfs regenerates an attribute
+        on every read at offset 0); None when unreadable, and the descriptor is dropped."""
+        fd = self._fds.get(path)
+        keep = fd is not None or len(self._fds) < MAX_OPEN
+        data: Optional[bytes] = None
+        try:
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            data = os.pread(fd, size, offset)
+        except OSError:
+            keep = False
+        if keep:
+            self._fds[path] = fd
+        elif fd is not None:
+            os.close(fd)
+            self._fds.pop(path, None)
+        return data

@@ -132,10 +132,13 @@ def scrape_configs(guests: Iterable[Guest]) -> list[dict]:
     return [{"job_name": "pciehp", "static_configs": groups}]
 
 
-def exporter_once(capture: Capture, kernel_log: Path | None = None) -> str:
-    """One scrape of the real exporter over a capture (`--once`), optionally with another log."""
+def exporter_once(
+    target: Capture | Path, kernel_log: Path | None = None, extra: Sequence[str] = ()
+) -> str:
+    """One scrape of the real exporter (`--once`) over a capture or a capture-shaped tree."""
+    tree = target.tree if isinstance(target, Capture) else target
     res = subprocess.run(
-        [PYTHON, "-m", "exporter.cli", "--once", *tree_args(capture.tree, kernel_log)],
+        [PYTHON, "-m", "exporter.cli", "--once", *tree_args(tree, kernel_log), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

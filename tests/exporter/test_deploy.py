@@ -28,6 +28,8 @@ def test_unit_execstart_flags_parse_and_privileges_are_minimal(name):
     assert argv[0].endswith("pciehp-exporter")
     args = parse_args(argv[1:])
     assert args.kernel_log == "/dev/kmsg"
+    # the boot state file lives in the unit's own (dynamic-user writable) state directory
+    assert args.state_file == f"/var/lib/{svc['StateDirectory']}/boot-state.json"
     assert svc["DynamicUser"] == "yes" and svc["NoNewPrivileges"] == "yes"
     assert set(svc["AmbientCapabilities"].split()) == CAPS
     assert set(svc["CapabilityBoundingSet"].split()) == CAPS

@@ -2,13 +2,12 @@
 reader sees them (config space cut to 64 bytes): never `ready` when the port cannot unplug."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 
 from exporter.verdict import PortFacts, decide
 from tests.exporter.conftest import select, value
-from tests.support.captures import Capture
+from tests.support.captures import Capture, truncate_configs
 
 VERDICT = "pciehp_port_unplug_verdict"
 UNKNOWN = "pciehp_fact_unknown"
@@ -25,16 +24,6 @@ def verdicts(samples) -> dict:
         assert bdf not in out, "two verdicts for " + bdf
         out[bdf] = (d["verdict"], d["reason"])
     return out
-
-
-def truncate_configs(tree: Path, size: int = 64) -> int:
-    """Cut every device's config space to `size` bytes, as sysfs serves it without CAP_SYS_ADMIN."""
-    n = 0
-    for p in (tree / "sys").rglob("config"):
-        if p.is_file() and not p.is_symlink() and p.stat().st_size > size:
-            p.write_bytes(p.read_bytes()[:size])
-            n += 1
-    return n
 
 
 @pytest.mark.parametrize(

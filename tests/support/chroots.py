@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 CACHE = Path(os.environ.get("PCIEHP_CHROOT_CACHE", Path.home() / ".cache" / "pciehp-chroots"))
@@ -25,11 +27,18 @@ COMPLETE = ".pciehp-complete"
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 """The environment inside: systemd's default PATH and nothing else (no LANG, like a unit)."""
 
-MOUNT_AND_CHROOT = (
-    'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4" && '
-    'mount -t proc proc "$4/proc" && root=$4 && shift 4 && exec chroot "$root" "$@"'
-)
-"""Overlay, then /proc as a booted system has it (the exporter's process_* metrics read it)."""
+
+def mount_script(binds: Sequence[tuple[Path, str]]) -> str:
+    """sh -c script ($1-$4: lower, upper, work, merged): the overlay, /proc as a booted system has
+    it (the exporter's process_* metrics read it), the bind mounts, then chroot to the rest."""
+    steps = [
+        'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"',
+        'mount -t proc proc "$4/proc"',
+    ]
+    for source, inside in binds:
+        steps.append(f'mount --bind {shlex.quote(str(source))} "$4"/{shlex.quote(inside[1:])}')
+    steps.append('root=$4 && shift 4 && exec chroot "$root" "$@"')
+    return " && ".join(steps)
 
 
 def ensure(suite: str) -> Path:
@@ -71,7 +80,9 @@ def ensure(suite: str) -> Path:
 class Guest:
     """A writable view of a suite's cached chroot: an upper directory in `scratch` over it."""
 
-    def __init__(self, suite: str, scratch: Path) -> None:
+    def __init__(self, suite: str, scratch: Path, binds: Sequence[tuple[Path, str]] = ()) -> None:
+        """`binds`: (host directory, path inside) pairs bind-mounted rather than copied, so
+        reads inside cost what they cost outside (the benchmark)."""
         self.suite = suite
         self.lower = ensure(suite)
         self.upper = scratch / "upper"
@@ -79,6 +90,9 @@ class Guest:
         self._merged = scratch / "merged"
         for d in (self.upper, self._work, self._merged):
             d.mkdir(parents=True, exist_ok=True)
+        for _source, inside in binds:
+            self.inside(inside).mkdir(parents=True, exist_ok=True)
+        self._script = mount_script(binds)
 
     def inside(self, path: str) -> Path:
         """Where a file that should appear at `path` inside goes (the upper directory)."""
@@ -93,7 +107,7 @@ class Guest:
             "-m",
             "sh",
             "-c",
-            MOUNT_AND_CHROOT,
+            self._script,
             "sh",
             str(self.lower),
             str(self.upper),

@@ -1,0 +1,79 @@
+"""Issue 9 done-when 1: the shared captures as a fleet shows them, through the real exporter and
+the built-in cause table: config space cut to 64 bytes (an unprivileged reader), the kernel log cut
+to its last 25 lines (a wrapped ring buffer), and both; with and without the boot state file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.correlator.support import exporter_once
+from tests.correlator.test_diagnosis import diagnose
+from tests.support.captures import (
+    ALL,
+    Capture,
+    cut_log,
+    truncate_configs,
+    with_boot_id,
+)
+
+BOOT_ID = "3a5e0b7c-9f1d-4e2a-8c6b-1d2e3f4a5b6c"
+# what the whole view says, per scenario (every phase): the cause, and whether the guest can unplug
+FULL = {
+    "q35_normal": ("host_side", True),
+    "q35_aspm_off": ("pcie_aspm_off", False),
+    "q35_acpihp_normal": ("host_side", True),
+    "i440fx_normal": ("host_side", True),
+}
+# causes that say the guest cannot answer an unplug
+BROKEN = {
+    "port_services_disabled",
+    "pcie_aspm_off",
+    "msi_disabled",
+    "aspm_unsupported",
+    "osc_denied",
+    "pciehp_unavailable",
+    "guest_no_hotplug_driver",
+}
+
+
+def view(capture: Capture, tmp: Path, config_cut: bool, log_cut: bool, state: bool) -> str:
+    """The exporter's scrape of a copy of the capture as that reader sees it."""
+    tree = tmp / "tree"
+    shutil.copytree(capture.tree, tree, symlinks=True)
+    for p in tree.rglob("*"):
+        if not p.is_symlink():
+            p.chmod(p.stat().st_mode | 0o200)
+    with_boot_id(tree, BOOT_ID)
+    extra: list[str] = []
+    if state:
+        extra = ["--collector.kernel_log.state-file", str(tmp / "boot.json")]
+        exporter_once(tree, None, extra)  # an earlier run that still saw the boot lines
+    if config_cut:
+        assert truncate_configs(tree) > 0
+    return exporter_once(tree, cut_log(tree) if log_cut else None, extra)
+
+
+@pytest.mark.parametrize("state", [False, True], ids=["no_state", "state_file"])
+@pytest.mark.parametrize(
+    "config_cut, log_cut",
+    [(False, True), (True, False), (True, True)],
+    ids=["log_cut", "config_cut", "both_cut"],
+)
+@pytest.mark.parametrize("capture", ALL, ids=str)
+def test_partial_view(tmp_path, capture, config_cut, log_cut, state):
+    want, can_unplug = FULL[capture.scenario]
+    assert diagnose(exporter_once(capture)).cause == want
+    v = diagnose(view(capture, tmp_path, config_cut, log_cut, state))
+    if can_unplug:
+        assert v.cause not in BROKEN, v  # no guest that can unplug is called broken
+    else:
+        assert v.cause not in ("host_side", "guest_unresponsive"), v  # nor one that cannot, able
+    if not config_cut:
+        assert v.cause == want, v  # with the boot lines gone every cause is still exact
+    else:
+        # exact where cmdline, _OSC and sysfs name it (i440fx: no PCIe port to read, so its
+        # host_side is exact), otherwise an explicit unknown, never a guess such as host_side
+        assert v.cause == want or "unknown" in v.cause, v
