@@ -115,9 +115,16 @@ def correlator_config(workdir: Path, reconcile: str, runbooks_url: str) -> Path:
 
 @contextlib.contextmanager
 def running(
-    workdir: Path, guests: int = 300, scrape_interval: str = "5s", reconcile: str = "1s"
+    workdir: Path,
+    guests: int = 300,
+    scrape_interval: str = "5s",
+    reconcile: str = "1s",
+    oncall_wait: str = "6s",
 ) -> Iterator[Pipeline]:
-    """Everything started, Prometheus scraping every guest; stopped on exit, whatever happens."""
+    """Everything started, Prometheus scraping every guest; stopped on exit, whatever happens.
+
+    `oncall_wait`: how long on-call's detach groups wait for the correlator's markers.
+    """
     fleet = Fleet(default_fleet(guests))
     fleet_server = FleetServer(fleet, servers.free_port()).start()
     oncall = Recorder().start()
@@ -157,7 +164,9 @@ def running(
     )
     am = servers.alertmanager(
         workdir / "alertmanager",
-        loopback_am_config(oncall.url + ONCALL_PATH, correlator_url + "/api/v1/webhook"),
+        loopback_am_config(
+            oncall.url + ONCALL_PATH, correlator_url + "/api/v1/webhook", oncall_wait
+        ),
     )
     config = correlator_config(workdir, reconcile, runbooks.base_url)
     correlator = correlator_process(workdir, config, correlator_port, prom.url, am.url)

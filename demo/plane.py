@@ -92,11 +92,15 @@ def rfc3339(offset_seconds: float = 0.0) -> str:
     return (datetime.now(UTC) + timedelta(seconds=offset_seconds)).isoformat()
 
 
-def loopback_am_config(oncall_url: str, correlator_url: str) -> dict[str, Any]:
+def loopback_am_config(
+    oncall_url: str, correlator_url: str, oncall_wait: str = "6s"
+) -> dict[str, Any]:
     """The shipped alertmanager.yml with receiver URLs pointed at loopback and timers shrunk.
 
     Routes, matchers and inhibit rules are kept as committed; only durations shrink (keeping
     their order: the on-call detach route still waits longer than the correlator's route).
+    `oncall_wait` is that route's group_wait: the correlator's budget to explain an instance
+    before its detach alert pages (tests give a generous one; it only bounds a failure).
     """
     cfg = copy.deepcopy(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()))
     urls = {"oncall": oncall_url, "pciehp-correlator": correlator_url}
@@ -106,7 +110,7 @@ def loopback_am_config(oncall_url: str, correlator_url: str) -> dict[str, Any]:
     timers = {
         # receiver, is a detach route -> (group_wait, group_interval)
         ("pciehp-correlator", True): ("0s", "1s"),
-        ("oncall", True): ("6s", "1s"),
+        ("oncall", True): (oncall_wait, "1s"),
     }
     cfg["route"].update(group_wait="1s", group_interval="1s")
     for route in cfg["route"]["routes"]:

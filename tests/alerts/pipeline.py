@@ -38,6 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPORTER_JOB = "pciehp-exporter"
 CORRELATOR_JOB = "pciehp-correlator"
 DETACH_ALERTNAME = re.compile(r".*Detach.*(Timeout|Failed).*")
+# On-call's detach group_wait in the tests: the correlator's budget to explain an instance before
+# its detach alert pages. Generous, so that only a broken correlator misses it (a loaded 2-core
+# machine does not); the tests learn that the groups flushed from a barrier alert, not a timer.
+ONCALL_WAIT = "20s"
 
 # (scenario, phase, image_id). img-aspm-off: two pcie_aspm=off guests (one right after a hung
 # unplug) and one whose owner fixed it; img-debian12: native-hotplug and ACPI-hotplug hosts;
@@ -302,7 +306,9 @@ def running(
         am = servers.alertmanager(
             workdir / "alertmanager",
             loopback_am_config(
-                recorder.url + "/oncall", f"http://127.0.0.1:{correlator_port}/api/v1/webhook"
+                recorder.url + "/oncall",
+                f"http://127.0.0.1:{correlator_port}/api/v1/webhook",
+                ONCALL_WAIT,
             ),
         )
         cfg = workdir / "correlator.yml"

@@ -15,6 +15,7 @@ from tests.alerts.pipeline import (
     ALERTMANAGER_CONFIG,
     ALERTS,
     DETACH_ALERTNAME,
+    ONCALL_WAIT,
     RULE_FILES,
     Recorder,
     detach_alert,
@@ -146,7 +147,7 @@ def test_explained_marker_mutes_exactly_its_instances_detach_alerts(tmp_path: Pa
     try:
         am = servers.alertmanager(
             tmp_path / "am",
-            loopback_am_config(recorder.url + "/oncall", recorder.url + "/correlator"),
+            loopback_am_config(recorder.url + "/oncall", recorder.url + "/correlator", ONCALL_WAIT),
         )
         with servers.running(am):
             a_alerts = [
@@ -201,7 +202,7 @@ def test_explained_marker_mutes_exactly_its_instances_detach_alerts(tmp_path: Pa
                     and oncall_has("u-2", DETACH_ALERTNAME.pattern)
                     and oncall_has("img-a", "PCIeHotplugRootCause")
                 ),
-                timeout=30,
+                timeout=90,  # ONCALL_WAIT, then a generous bound
                 what="root cause, u-2's and image B's detach alerts at on-call",
             )
             assert not oncall_has("u-1", DETACH_ALERTNAME.pattern)

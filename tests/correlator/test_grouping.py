@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.alerts.pipeline import Recorder, loopback_am_config, rfc3339
+from tests.alerts.pipeline import ONCALL_WAIT, Recorder, loopback_am_config, rfc3339
 from tests.correlator.support import (
     DETACH,
     EXPLAINED,
@@ -35,7 +35,6 @@ from tests.correlator.support import (
 from tests.support import servers
 from tests.support.captures import Capture, kmsg_with
 
-ON_CALL_WAIT = "10s"
 HEALTHY_IMAGES = [f"img-healthy-{i}" for i in range(10)]
 
 
@@ -194,7 +193,7 @@ def stack(world: World, tmp_path: Path) -> Iterator[Stack]:
     cfg = loopback_am_config(world.recorder.url + path + "/oncall", corr.url + "/api/v1/webhook")
     for route in cfg["route"]["routes"]:
         if route["receiver"] == "oncall" and "Detach" in route["matchers"][0]:
-            route["group_wait"] = ON_CALL_WAIT  # the correlator's latency budget in this test
+            route["group_wait"] = ONCALL_WAIT  # the correlator's (generous) latency budget
     am = servers.alertmanager(tmp_path / "am", cfg, port=am_port)
     corr.start()
     am.start()
@@ -207,7 +206,7 @@ def stack(world: World, tmp_path: Path) -> Iterator[Stack]:
 
 def explain_then_flood(stack: Stack, alerts: list[dict], explained: set[str]) -> None:
     """The flood reaches Alertmanager, which sends it to the correlator at once and holds the
-    on-call group for ON_CALL_WAIT; the correlator's markers must be there by then (asserted
+    on-call group for ONCALL_WAIT; the correlator's markers must be there by then (asserted
     after the flush). Then a barrier alert that can never be inhibited: once on-call has it,
     every earlier detach group has been flushed. The alerts start now: Alertmanager flushes a
     new group at once when its alert started more than group_wait ago."""

@@ -15,6 +15,7 @@ import pytest
 from demo import pipeline
 from demo.fleet import BROKEN_HOST
 from demo.player import Player
+from tests.alerts.pipeline import ONCALL_WAIT
 from tests.support import servers
 
 GUESTS = 40
@@ -35,15 +36,18 @@ def flood(tmp_path_factory):
     """The pipeline after the whole flood: every detach replayed, incidents and notifications
     settled (on-call's detach group_wait passed with nothing new)."""
     workdir = tmp_path_factory.mktemp("e2e")
-    with pipeline.running(workdir, guests=GUESTS, scrape_interval="2s") as p:
+    with pipeline.running(
+        workdir, guests=GUESTS, scrape_interval="2s", oncall_wait=ONCALL_WAIT
+    ) as p:
         servers.wait_until(p.all_scraped, timeout=90, interval=0.5, what="every guest scraped")
         player = Player(p.fleet, p.alertmanager.url, attempt_seconds=0.5, spread_seconds=4)
         thread = threading.Thread(target=player.run, daemon=True)
         thread.start()
         servers.wait_until(player.done.is_set, timeout=60, what="flood replayed")
-        # Alertmanager holds on-call's detach groups for group_wait (6 s in the test config);
-        # wait until the correlator's root cause went out, then past one more detach group_wait
-        # measured by a barrier alert that nothing inhibits.
+        # Alertmanager holds on-call's detach groups for ONCALL_WAIT (the correlator's generous
+        # budget); wait until the correlator's root cause went out, then until a barrier alert
+        # that nothing inhibits, posted after the flood, reached on-call: its group was the last
+        # to open, so every detach group has flushed by then.
         servers.wait_until(
             lambda: any(
                 a["labels"]["alertname"] == "PCIeHotplugRootCause" for a in p.oncall_alerts()

@@ -42,16 +42,29 @@ def _all(images: dict[str, list[dict]]) -> list[dict]:
 
 def _converge_within_one_reconcile(corr: Correlator, am_url: str, expected: dict) -> dict:
     """Once Alertmanager holds every alert again (recovery), the incidents are exact after at
-    most one full reconcile (the one running at that moment may have started before)."""
+    most one full reconcile (the one running at that moment may have started before).
+
+    Counted in reconciles, never in seconds: each check reads the reconcile counter first, and
+    a check that finds the incidents not yet exact although reconcile `recovered_at + 2` had
+    already finished when it began fails the test. A slow check (a loaded machine) can only
+    see the exact state later, never make the correlator look slower than it is.
+    """
     total = sum(len(v) for v in expected.values())
-    servers.wait_until(lambda: detach_count(am_url) == total, timeout=60, what="AM holds all")
+    servers.wait_until(lambda: detach_count(am_url) == total, timeout=120, what="AM holds all")
     recovered_at = reconciles(corr)
-    incidents = servers.wait_until(
-        lambda: exact_incidents(corr, expected), timeout=60, what="exact incidents"
-    )
-    assert reconciles(corr) <= recovered_at + 2
+    late_misses: list[float] = []
+
+    def exact() -> dict | None:
+        began_after = reconciles(corr)
+        found = exact_incidents(corr, expected)
+        if found is None and began_after >= recovered_at + 2:
+            late_misses.append(began_after)
+        return found
+
+    incidents = servers.wait_until(exact, timeout=120, what="exact incidents")
+    assert late_misses == [], (recovered_at, late_misses)
     servers.wait_until(
-        lambda: one_root_cause_per_image(am_url, expected), timeout=60, what="AM root causes"
+        lambda: one_root_cause_per_image(am_url, expected), timeout=120, what="AM root causes"
     )
     return incidents
 
@@ -78,15 +91,20 @@ def test_alertmanager_stopped_60s_during_a_flood_loses_nothing_and_doubles_nothi
         stopped = time.monotonic()
         cp.add(_all(during) + _all(extra))
         am_errors = corr.metric("pciehp_correlator_alertmanager_errors_total")
-        # Sixty seconds without Alertmanager while the flood goes on: after every reconcile
-        # the correlator still holds each incident, firing, with the same members.
-        while time.monotonic() - stopped < 60:
+        first = reconciles(corr)
+        # Sixty seconds, and at least 30 reconciles however slow the machine, without
+        # Alertmanager while the flood goes on: after every reconcile the correlator still
+        # holds each incident, firing, with the same members.
+        while time.monotonic() - stopped < 60 or reconciles(corr) < first + 30:
             done = reconciles(corr)
             servers.wait_until(lambda d=done: reconciles(corr) > d, what="a reconcile")
             now = exact_incidents(corr, before)
             assert now is not None, corr.incidents()
             assert {image: inc["id"] for image, inc in now.items()} == ids
-        assert corr.metric("pciehp_correlator_alertmanager_errors_total") >= am_errors + 30
+        # every reconcile in the outage tried Alertmanager and counted the failure (the first
+        # may have read it just before it stopped)
+        outage = reconciles(corr) - first
+        assert corr.metric("pciehp_correlator_alertmanager_errors_total") >= am_errors + outage - 1
         assert corr.metric("pciehp_correlator_push_failures_total") >= 1
 
         am.start()

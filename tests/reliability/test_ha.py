@@ -23,6 +23,9 @@ from tests.reliability.support import (
 )
 from tests.support import servers
 
+PEER_TIMEOUT = "10s"
+PEER_SECONDS = 10
+
 
 def ha_am_config(replica_urls: list[str], oncall_url: str) -> dict:
     """Detach alerts to both replicas' webhook; incidents to on-call; the project's inhibit."""
@@ -66,6 +69,15 @@ def am_metric(am: servers.Server, name: str) -> float:
     )
 
 
+def cluster_ready(am: servers.Server, peers: int) -> bool:
+    """Alertmanager's own word (GET /api/v2/status): gossip settled, with `peers` members."""
+    try:
+        cluster = servers.http_json(am.url + "/api/v2/status")["cluster"]  # type: ignore[index]
+    except OSError:
+        return False
+    return cluster["status"] == "ready" and len(cluster.get("peers") or []) == peers
+
+
 def notifications(recorder: Recorder) -> Counter:
     """Firing on-call notifications per image."""
     return Counter(
@@ -75,11 +87,13 @@ def notifications(recorder: Recorder) -> Counter:
 
 def wait_dedup_rounds(ams: list[servers.Server], rounds: int = 5) -> None:
     """Wait until every Alertmanager ran `rounds` more notification-log lookups (its dedup
-    stage), so a duplicate on-call notification would have been sent by now."""
+    stage, which the second runs only after its PEER_TIMEOUT wait): each on-call group has
+    decided by then, so a duplicate notification would have been sent."""
     start = {am.name: am_metric(am, "alertmanager_nflog_queries_total") for am in ams}
     for am in ams:
         servers.wait_until(
             lambda a=am: am_metric(a, "alertmanager_nflog_queries_total") >= start[a.name] + rounds,
+            timeout=PEER_SECONDS * (rounds + 1) + 60,
             what=f"{am.name} dedup rounds",
         )
 
@@ -105,7 +119,9 @@ def test_two_replicas_two_clustered_alertmanagers_one_notification_per_image(
             peers=[f"127.0.0.1:{cluster_ports[1 - i]}"],
         )
         am.name = f"alertmanager-{i}"
-        am.argv.append("--cluster.peer-timeout=1s")  # the second waits 1 s, then dedups
+        # The second waits PEER_TIMEOUT for the first's notification log to arrive by gossip,
+        # then dedups: generous, so a loaded machine's slow gossip cannot double a page.
+        am.argv.append(f"--cluster.peer-timeout={PEER_TIMEOUT}")
         ams.append(am)
     try:
         for r in replicas:
@@ -113,18 +129,22 @@ def test_two_replicas_two_clustered_alertmanagers_one_notification_per_image(
         for am in ams:
             am.start()
         for am in ams:
-            servers.wait_until(
-                lambda a=am: am_metric(a, "alertmanager_cluster_members") == 2, what="cluster"
-            )
+            servers.wait_until(lambda a=am: cluster_ready(a, 2), timeout=120, what="cluster")
         first = flood("ha", images=3, instances=10)
         with ControlPlane(am_urls) as cp:  # the control plane sends to both, like Prometheus
             cp.add(a for alerts in first.values() for a in alerts)
             for r in replicas:
-                servers.wait_until(lambda r=r: exact_incidents(r, first), what=f"{r.url}")
+                servers.wait_until(
+                    lambda r=r: exact_incidents(r, first), timeout=120, what=f"{r.url}"
+                )
             for url in am_urls:
-                servers.wait_until(lambda u=url: one_root_cause_per_image(u, first), what=url)
-            servers.wait_until(lambda: set(notifications(recorder)) == set(first), what="paged")
-            wait_dedup_rounds(ams)
+                servers.wait_until(
+                    lambda u=url: one_root_cause_per_image(u, first), timeout=120, what=url
+                )
+            servers.wait_until(
+                lambda: set(notifications(recorder)) == set(first), timeout=120, what="paged"
+            )
+            wait_dedup_rounds(ams, rounds=len(first) + 1)  # one on-call group per image
             assert notifications(recorder) == dict.fromkeys(first, 1)
             verdicts = [
                 {i["image_id"]: (i["root_cause"], i["counts"]) for i in r.incidents()}
@@ -149,16 +169,22 @@ def test_two_replicas_two_clustered_alertmanagers_one_notification_per_image(
             expected = grown | second
             survivor = replicas[1]
             incidents = servers.wait_until(
-                lambda: exact_incidents(survivor, expected), what="survivor has everything"
+                lambda: exact_incidents(survivor, expected),
+                timeout=120,
+                what="survivor has everything",
             )
             assert {i: incidents[i]["counts"]["alerts"] for i in grown} == dict.fromkeys(grown, 30)
             servers.wait_until(
-                lambda: one_root_cause_per_image(am_urls[1], expected), what="surviving AM"
+                lambda: one_root_cause_per_image(am_urls[1], expected),
+                timeout=120,
+                what="surviving AM",
             )
             servers.wait_until(
-                lambda: set(notifications(recorder)) == set(expected), what="new images paged"
+                lambda: set(notifications(recorder)) == set(expected),
+                timeout=120,
+                what="new images paged",
             )
-            wait_dedup_rounds(ams[1:])
+            wait_dedup_rounds(ams[1:], rounds=len(expected) + 1)
             assert notifications(recorder) == dict.fromkeys(expected, 1)
     finally:
         recorder.stop()
