@@ -47,8 +47,9 @@ def decide(facts: PortFacts) -> Verdict:
         if facts.irq_registered:
             return Verdict(READY, "pciehp_irq")
         return Verdict(NOT_READY, "pciehp_no_irq")
+    if facts.port_services_disabled:
+        # no port service exists at all, so nothing answers whatever config space would say
+        return Verdict(NOT_READY, "port_services_disabled")
     if facts.hotplug_capable is None:
         return Verdict(UNKNOWN, "sysfs_missing" if facts.config_missing else "config_unreadable")
-    if facts.port_services_disabled:
-        return Verdict(NOT_READY, "port_services_disabled")
     return Verdict(NOT_READY, "no_handler")

@@ -171,17 +171,30 @@ def _msi_irqs(dev_dir: str) -> Tuple[int, ...]:
     return tuple(sorted(irqs))
 
 
-def _port_type_without_config(bus: str, services: Tuple[Service, ...]) -> str:
-    """Best guess without config space: service ids say root (0xx) or downstream (2xx)."""
+def _port_type_without_config(bus: str, services: Tuple[Service, ...]) -> Optional[str]:
+    """Best guess without config space: service ids say root (0xx), upstream (1xx, not a port
+    here: None) or downstream (2xx); without services the bus decides."""
     for s in services:
         raw = s.name.rsplit("pcie", 1)[1]
         value = int(raw, 16)
         port_type = (value >> 4) if len(raw) == 2 else (value >> 8)
         if port_type == 2:
             return "downstream_port"
+        if port_type == 1:
+            return None
         if port_type == 0:
             return "root_port"
     return "root_port" if bus == "00" else "downstream_port"
+
+
+def _bridges_below(dev_dir: str) -> bool:
+    """Some device on the bridge's secondary bus is itself a PCI bridge."""
+    for name in sysfs.list_dir(dev_dir):
+        if BDF_RE.match(name):
+            cls = _read_int(f"{dev_dir}/{name}/class")
+            if cls is not None and cls >> 8 == PCI_CLASS_BRIDGE_PCI:
+                return True
+    return False
 
 
 def read_port(dev_dir: str, address: str) -> Optional[Port]:
@@ -208,7 +221,16 @@ def read_port(dev_dir: str, address: str) -> Optional[Port]:
         port_type = cap.port_type
     elif services or sysfs.link_name(f"{dev_dir}/driver") == "pcieport":
         port_type = _port_type_without_config(m.group(2), services)
+    elif os.path.exists(f"{dev_dir}/max_link_speed") and (
+        os.path.basename(os.path.dirname(dev_dir)).startswith("pci") or not _bridges_below(dev_dir)
+    ):
+        # config space cut and no port driver (pcie_ports=compat): the class says bridge, the
+        # link attributes (PCIe devices only) say PCIe; on a root bus it is a root port, below
+        # one a bridge with bridges below it is a switch's upstream port
+        port_type = _port_type_without_config(m.group(2), services)
     else:
+        return None
+    if port_type is None:
         return None
     # the type-1 header (first 64 bytes) is readable by anyone; sysfs only as a fallback
     secondary = config_space.secondary_bus(cfg)

@@ -141,3 +141,22 @@ def test_missing_config_file_is_sysfs_missing(scrape, tree_copy):
     s = scrape(tree)
     assert verdicts(s) == {bdf: ("unknown", "sysfs_missing") for bdf in Q35_PORTS}
     assert value(s, UNKNOWN, fact="hotplug_capable", reason="sysfs_missing") == 1
+
+
+def test_config_cut_without_port_driver_still_finds_the_ports(scrape, tree_copy):
+    """pcie_ports=compat binds no port driver: with config cut, the bridge class and the PCIe
+    link attributes find the ports, and the command line decides (no service exists at all)."""
+    tree = tree_copy(Capture("q35_pcie_ports_compat"))
+    assert truncate_configs(tree) >= len(Q35_PORTS)
+    s = scrape(tree)
+    assert verdicts(s) == {bdf: ("not_ready", "port_services_disabled") for bdf in Q35_PORTS}
+    assert value(s, UNKNOWN, fact="hotplug_capable", reason="config_truncated") == 1
+
+
+def test_config_cut_never_calls_a_switch_upstream_port_a_port(scrape, tree_copy):
+    tree = tree_copy(Capture("q35_switch_normal"))
+    full = {dict(lbl)["address"] for lbl in select(scrape(tree), "pciehp_port_info")}
+    truncate_configs(tree)
+    cut = {dict(lbl)["address"] for lbl in select(scrape(tree), "pciehp_port_info")}
+    assert "0000:01:00.0" not in full
+    assert cut == full
