@@ -182,7 +182,11 @@ def test_the_wheel_ships_the_published_schemas_and_page_templates(wheel_site: Pa
     for name in ("correlator-config.schema.json", "causes.schema.json"):
         shipped = wheel_site / "correlator" / "schema" / name
         assert shipped.read_bytes() == (ROOT / "docs" / "schema" / name).read_bytes()
-    assert sorted(p.name for p in (wheel_site / "correlator" / "web").glob("*.html"))
+    web = ROOT / "correlator" / "web"
+    templates = sorted(str(p.relative_to(web)) for p in web.rglob("*.html"))
+    shipped_web = wheel_site / "correlator" / "web"
+    assert sorted(str(p.relative_to(shipped_web)) for p in shipped_web.rglob("*.html")) == templates
+    assert "blocks/timeline.html" in templates
     probe = from_wheel(
         wheel_site,
         wheel_site.parent,
