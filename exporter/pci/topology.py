@@ -80,6 +80,8 @@ class Port:
         self.irq = irq
         self.msi_irqs = msi_irqs
         self.services = services
+        # the hotplug port service (pcie004, pcie204), read by several collectors per scrape
+        self.hotplug_service = next((s for s in services if s.is_hotplug), None)
         self.slots = []  # type: List[Slot]
 
     @property
@@ -90,10 +92,6 @@ class Port:
     @property
     def slot_name(self) -> str:
         return self.slots[0].name if self.slots else ""
-
-    @property
-    def hotplug_service(self) -> Optional[Service]:
-        return next((s for s in self.services if s.is_hotplug), None)
 
     @property
     def hotplug_capable(self) -> Optional[bool]:
@@ -307,6 +305,8 @@ class TopologyCache:
         self._topo: Optional[Topology] = None
         self._walked = 0.0
         self._fds: Dict[str, int] = {}
+        self._devices = str(paths.sys("bus", "pci", "devices"))
+        self._slots = str(paths.sys("bus", "pci", "slots"))
 
     def get(self) -> Topology:
         """The current topology: cached facts plus freshly read registers, or a new walk."""
@@ -334,18 +334,15 @@ class TopologyCache:
         self.close()
 
     def _fingerprint(self) -> Tuple[object, ...]:
-        devices = self.paths.sys("bus", "pci", "devices")
         try:
-            mtime: Optional[int] = os.stat(devices).st_mtime_ns
+            mtime: Optional[int] = os.stat(self._devices).st_mtime_ns
         except OSError:
             mtime = None
-        slots = sysfs.list_dir(self.paths.sys("bus", "pci", "slots"))
-        return (mtime, tuple(sysfs.list_dir(devices)), tuple(slots))
+        return (mtime, tuple(sysfs.list_dir(self._devices)), tuple(sysfs.list_dir(self._slots)))
 
     def _refresh(self, topo: Topology) -> bool:
         """Re-read, in place, the slot registers and slot attributes. False when a port's config
         space is gone or short (the device went away: walk again)."""
-        slots_dir = str(self.paths.sys("bus", "pci", "slots"))
         for port in topo.ports.values():
             cap = port.cap
             if cap is not None and cap.slot_implemented:
@@ -355,7 +352,7 @@ class TopologyCache:
                 sltctl, sltsta = config_space.slot_registers(data)
                 port.cap = cap._replace(sltctl=sltctl, sltsta=sltsta)
             if port.slots:
-                port.slots = [self._slot_state(f"{slots_dir}/{s.name}", s) for s in port.slots]
+                port.slots = [self._slot_state(f"{self._slots}/{s.name}", s) for s in port.slots]
         return True
 
     def _slot_state(self, slot_dir: str, slot: Slot) -> Slot:

@@ -12,7 +12,7 @@ from exporter.paths import Paths
 from exporter.pci import config_space
 from exporter.pci.topology import REWALK_SECONDS, TopologyCache
 from tests.exporter.conftest import Samples, exporter_args, parse_samples, port, select, value
-from tests.support.captures import Capture
+from tests.support.captures import Capture, kmsg_with
 
 PORT = "0000:00:02.1"
 
@@ -103,3 +103,15 @@ def test_walked_again_after_rewalk_seconds_even_without_a_change(tree_copy):
     assert PORT in cache.get().ports
     now[0] += 1
     assert PORT not in cache.get().ports
+
+
+def test_event_counts_follow_the_log_between_scrapes(tree_copy):
+    """The events family is reused while nothing changed, and counted again on a new log line."""
+    tree = tree_copy(Capture("q35_normal"))
+    reg = registry(tree)
+    labels = {"event": "attention_button", **port(PORT)}
+    before = value(scrape(reg), "pciehp_events_total", **labels)
+    assert value(scrape(reg), "pciehp_events_total", **labels) == before
+    kmsg = tree / "kmsg.txt"
+    kmsg_with(kmsg, kmsg, [f"pcieport {PORT}: pciehp: Slot(2): Attention button pressed"])
+    assert value(scrape(reg), "pciehp_events_total", **labels) == before + 1
