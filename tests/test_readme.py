@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -126,9 +127,17 @@ def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This project built as a wheel and installed alone into a directory (no checkout, no
     tests package on the path); its dependencies come from the test virtualenv."""
     out = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools reuses ./build, where files removed since linger
+    source = out / "source"
+    shutil.copytree(
+        ROOT, source, symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)],
+         "-w", str(out), str(source)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     (wheel,) = out.glob("pciehp_watch-*.whl")
