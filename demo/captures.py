@@ -1,15 +1,35 @@
 """Paths to the real guest captures the demo and the tests run the exporter on.
 
-They are the shared fixtures copied into tests/data/guests; `demo/guests` links there in a
-checkout, and the wheel carries the files themselves, so the demo runs from an installed wheel."""
+They are the shared fixtures copied into tests/data/guests and the lab's captures; `demo/guests`
+links there in a checkout, and the wheel carries the files themselves, so the demo runs from an
+installed wheel."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 GUESTS = Path(__file__).resolve().parent / "guests"
-SCENARIOS = ("q35_normal", "q35_aspm_off", "q35_acpihp_normal", "i440fx_normal")
+# the shared fixtures' four, then the lab's captures (tests/data/guests/README.md)
+SCENARIOS = (
+    "q35_normal",
+    "q35_aspm_off",
+    "q35_acpihp_normal",
+    "i440fx_normal",
+    "q35_nomsi",
+    "q35_pcie_ports_compat",
+    "q35_poll_mode",
+    "q35_aspm_off_ports_native",
+    "q35_acpihp_aspm_off",
+    "i440fx_aspm_off",
+    "q35_switch_normal",
+    "bullseye_q35_normal",
+    "bullseye_q35_aspm_off",
+    "trixie_q35_normal",
+    "trixie_q35_aspm_off",
+    "trixie_q35_acpihp_normal",
+)
 PHASES = ("boot", "after_unplug", "after_plug")
 
 
@@ -40,6 +60,10 @@ class Capture:
     @property
     def dmesg(self) -> Path:
         return self.tree / "dmesg.txt"
+
+    def result(self) -> dict:
+        """The scenario's result.json: did DEVICE_DELETED come, and when."""
+        return json.loads((GUESTS / self.scenario / "result.json").read_text())
 
     def exporter_args(self) -> list[str]:
         """The exporter's path flags for this tree."""

@@ -277,8 +277,23 @@ def read(paths: Paths) -> Topology:
     for slot in read_slots(paths):
         port = topo.port_for_slot_address(slot.address)
         if port is not None:
-            port.slots.append(slot)
+            port.slots.append(slot._replace(module=slot_driver(slot, port)))
     return topo
+
+
+def slot_driver(slot: Slot, port: Port) -> Optional[str]:
+    """The module that registered the slot: its `module` link, or where the kernel has none.
+
+    Debian's 6.12 kernels create no `module` link on the slots built-in pciehp and acpiphp
+    register (captured: tests/data/guests/trixie_q35_*). A slot with a `power` attribute was
+    registered by a hotplug driver: pciehp when the port's hotplug service is bound to it, else
+    acpiphp, the one other driver that registers hotplug slots behind x86 PCIe ports (shpchp
+    serves SHPC bridges only). A slot without `power` (ACPI's pci_slot naming) has no driver.
+    """
+    if slot.module is not None or slot.power is None:
+        return slot.module
+    service = port.hotplug_service
+    return "pciehp" if service is not None and service.driver == "pciehp" else "acpiphp"
 
 
 REWALK_SECONDS = 300.0

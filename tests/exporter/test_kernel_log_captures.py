@@ -1,4 +1,5 @@
-"""The four real guest captures, every phase, as kmsg records, dmesg text and syslog lines."""
+"""The real guest captures (6.1, 5.10, 6.12), every phase, as kmsg records, dmesg text and syslog
+lines."""
 
 from __future__ import annotations
 
@@ -10,27 +11,55 @@ from exporter.kernel_log import KernelLog
 from tests.support.captures import ALL, Capture
 
 Q35_PORTS = {f"0000:00:02.{f}" for f in range(8)} | {f"0000:00:03.{f}" for f in range(4)}
+# q35-switch: the root port holding the upstream port, and 12 xio3130 downstream ports
+SWITCH_PORTS = (
+    {"0000:00:02.0"} | {f"0000:02:00.{f}" for f in range(8)} | {f"0000:02:01.{f}" for f in range(4)}
+)
 CORE = {"PCIeHotplug", "SHPCHotplug", "PME", "AER", "PCIeCapability"}
+GRANTED = ("PNP0A08:00", "granted", CORE, (), ("LTR",), set(), Q35_PORTS)
+ASPM_OFF = ("PNP0A08:00", "not_requested", set(), ("ASPM", "ClockPM"), (), {"aspm_disabled"}, set())
 
 # scenario -> (bridge, outcome, controlled, missing_support, denied, flags, bound ports)
 BOOT = {
-    "q35_normal": ("PNP0A08:00", "granted", CORE, (), ("LTR",), set(), Q35_PORTS),
-    "q35_aspm_off": ("PNP0A08:00", "not_requested", set(), ("ASPM", "ClockPM"), (),
-                     {"aspm_disabled"}, set()),
+    "q35_normal": GRANTED,
+    "q35_aspm_off": ASPM_OFF,
     "q35_acpihp_normal": ("PNP0A08:00", "partial", CORE - {"PCIeHotplug"}, (),
                           ("PCIeHotplug", "LTR"), set(), set()),
     "i440fx_normal": ("PNP0A03:00", "not_requested", set(), ("ExtendedConfig",), (), set(), set()),
+    "q35_nomsi": ("PNP0A08:00", "not_requested", set(), ("MSI",), (), set(), set()),
+    "q35_pcie_ports_compat": ("PNP0A08:00", "not_requested", set(), (), (),
+                              {"port_services_disabled"}, set()),
+    "q35_poll_mode": GRANTED,
+    # pcie_ports=native: _OSC still skipped, yet pciehp binds every port
+    "q35_aspm_off_ports_native": (*ASPM_OFF[:6], Q35_PORTS),
+    "q35_acpihp_aspm_off": ASPM_OFF,
+    "i440fx_aspm_off": ("PNP0A03:00", "not_requested", set(), ("ExtendedConfig", "ASPM", "ClockPM"),
+                        (), {"aspm_disabled"}, set()),
+    "q35_switch_normal": (*GRANTED[:6], SWITCH_PORTS),
+    "bullseye_q35_normal": GRANTED,
+    "bullseye_q35_aspm_off": ASPM_OFF,
+    "trixie_q35_normal": GRANTED,
+    "trixie_q35_aspm_off": ASPM_OFF,
+    "trixie_q35_acpihp_normal": ("PNP0A08:00", "partial", CORE - {"PCIeHotplug"}, (),
+                                 ("PCIeHotplug", "LTR"), set(), set()),
 }  # fmt: skip
 
 UNPLUG = {("0000:00:02.0", "1"): {"attention_button": 1, "power_off_request": 1}}
 PLUG = {("0000:00:02.1", "2"): {"attention_button": 1, "power_on_request": 1,
                                 "card_present": 1, "link_up": 1}}  # fmt: skip
-# Only the native-hotplug guest logs anything: pciehp is absent everywhere else.
+SWITCH_UNPLUG = {("0000:02:00.0", "3"): {"attention_button": 1, "power_off_request": 1}}
+SWITCH_PLUG = {("0000:02:00.1", "4"): PLUG[("0000:00:02.1", "2")]}
+# Only native-hotplug guests with pciehp bound log anything (6.12 words the button press
+# differently and counts the same): pciehp is absent everywhere else.
 EVENTS = {
-    ("q35_normal", "boot"): {},
-    ("q35_normal", "after_unplug"): UNPLUG,
-    ("q35_normal", "after_plug"): UNPLUG | PLUG,
-}
+    (scenario, phase): events
+    for scenario in ("q35_normal", "q35_poll_mode", "q35_aspm_off_ports_native",
+                     "bullseye_q35_normal", "trixie_q35_normal")
+    for phase, events in (("after_unplug", UNPLUG), ("after_plug", UNPLUG | PLUG))
+} | {
+    ("q35_switch_normal", "after_unplug"): SWITCH_UNPLUG,
+    ("q35_switch_normal", "after_plug"): SWITCH_UNPLUG | SWITCH_PLUG,
+}  # fmt: skip
 
 
 def nonzero(log: KernelLog) -> dict[tuple[str, str], dict[str, int]]:
