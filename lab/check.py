@@ -31,6 +31,8 @@ from lab.qemu import DISK_ID, Guest, GuestSpec, LabError, accel
 MACHINES = ("q35-native", "q35-acpi", "pc")
 CAN, CANNOT, COULD_NOT = 0, 1, 2
 PORTS = 4
+# the report's leading keys, in this order (DESIGN.md's --json contract first)
+FIRST = ("verdict", "cause", "machine", "kernel", "cmdline", "evidence", "summary", "runbook_url")
 
 
 class CheckError(RuntimeError):
@@ -127,8 +129,12 @@ def check(
         verdict = table.diagnose(facts)
         cause = table.by_id.get(verdict.cause)
         predicted = _predict(port, cause.guest_can_unplug if cause else False)
-        where = f"port {address} ({port_id})" if port else f"disk {address} on the root bus"
-        said = f"{port.verdict} because {port.reason}" if port else f"cause {verdict.cause}"
+        where = f"port {address} ({port_id})" if port else f"disk {address} (root bus, no port)"
+        said = (
+            f"{port.verdict} because {port.reason}"
+            if port
+            else f"no port verdict; the cause table's row is {verdict.cause}"
+        )
         progress("probe", f"exporter on {where}: {said}")
         progress("unplug", f"device_del {DISK_ID}, waiting up to {unplug_timeout:g} s")
         t0 = time.monotonic()
@@ -266,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                 "exit": COULD_NOT,
             }
     code = report.pop("exit")
+    first = {k: report.pop(k) for k in FIRST if k in report}
+    report = {**first, **report}
     print(json.dumps(report, indent=2) if args.json else render(report))
     return code
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -126,9 +127,17 @@ def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This project built as a wheel and installed alone into a directory (no checkout, no
     tests package on the path); its dependencies come from the test virtualenv."""
     out = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools reuses ./build, where files removed since linger
+    source = out / "source"
+    shutil.copytree(
+        ROOT, source, symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)],
+         "-w", str(out), str(source)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     (wheel,) = out.glob("pciehp_watch-*.whl")
@@ -182,7 +191,11 @@ def test_the_wheel_ships_the_published_schemas_and_page_templates(wheel_site: Pa
     for name in ("correlator-config.schema.json", "causes.schema.json"):
         shipped = wheel_site / "correlator" / "schema" / name
         assert shipped.read_bytes() == (ROOT / "docs" / "schema" / name).read_bytes()
-    assert sorted(p.name for p in (wheel_site / "correlator" / "web").glob("*.html"))
+    web = ROOT / "correlator" / "web"
+    templates = sorted(str(p.relative_to(web)) for p in web.rglob("*.html"))
+    shipped_web = wheel_site / "correlator" / "web"
+    assert sorted(str(p.relative_to(shipped_web)) for p in shipped_web.rglob("*.html")) == templates
+    assert "blocks/timeline.html" in templates
     probe = from_wheel(
         wheel_site,
         wheel_site.parent,

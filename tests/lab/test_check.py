@@ -3,8 +3,10 @@ then three real TCG checks (bookworm with and without pcie_aspm=off, and a raw d
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from lab.check import main
 from lab.diskimage import ImageError, default_boot, partitions
+from lab.initramfs import cpio_newc
 from lab.kernels import Kernel, fetch_kernel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +51,7 @@ menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simpl
 	set root='hd0,msdos1'
 	search --no-floppy --fs-uuid --set=root {FS_UUID}
 	linux	{linux} quiet pcie_aspm=off
+	initrd	/boot/initrd.img-{release}
 }}
 menuentry 'Debian GNU/Linux (fixed)' $menuentry_id_option 'gnulinux-fixed-{FS_UUID}' {{
 	search --no-floppy --fs-uuid --set=root {FS_UUID}
@@ -56,12 +60,19 @@ menuentry 'Debian GNU/Linux (fixed)' $menuentry_id_option 'gnulinux-fixed-{FS_UU
 """
 
 
+def image_initrd() -> bytes:
+    """The image's own initrd: a gzip'd newc cpio (the lab's initramfs is appended after it)."""
+    mode = stat.S_IFREG | 0o644
+    return gzip.compress(cpio_newc([("etc/image-initrd", mode, b"from the image\n")]), mtime=0)
+
+
 def make_disk(tmp: Path, kernel: Kernel, cfg: str | None) -> Path:
     """A raw disk: an MBR partition table (sfdisk) and an ext4 filesystem filled by
     `mkfs.ext4 -d` from a directory holding /boot; nothing is mounted."""
     root = tmp / "root"
     (root / "boot" / "grub").mkdir(parents=True)
     shutil.copy(kernel.vmlinuz, root / "boot" / kernel.vmlinuz.name)
+    (root / "boot" / f"initrd.img-{kernel.release}").write_bytes(image_initrd())
     if cfg is not None:
         (root / "boot" / "grub" / "grub.cfg").write_text(cfg)
     img = tmp / "disk.img"
@@ -119,6 +130,7 @@ def test_default_entry_is_read_from_raw_and_qcow2_without_mounting(tmp_path, boo
         assert boot.entry.title == "Debian GNU/Linux"
         assert boot.entry.cmdline.endswith("console=ttyS0 quiet pcie_aspm=off")
         assert boot.kernel.read_bytes() == bookworm.vmlinuz.read_bytes()
+        assert [p.read_bytes() for p in boot.initrds] == [image_initrd()]
         assert boot.grub_cfg == "partition 1:/boot/grub/grub.cfg"
 
 
