@@ -21,6 +21,7 @@ class PortFacts(NamedTuple):
     irq_registered: Optional[bool]  # a port IRQ lists pciehp; None if /proc/interrupts failed
     poll_mode: bool  # /sys/module/pciehp/parameters/pciehp_poll_mode is Y
     port_services_disabled: bool  # pcie_ports=compat: no port services, so never pciehp
+    osc_skipped: bool  # pcie_aspm=off or pci=nomsi without pcie_ports=native: never native hotplug
 
 
 class Verdict(NamedTuple):
@@ -50,6 +51,10 @@ def decide(facts: PortFacts) -> Verdict:
     if facts.port_services_disabled:
         # no port service exists at all, so nothing answers whatever config space would say
         return Verdict(NOT_READY, "port_services_disabled")
+    if facts.osc_skipped:
+        # the kernel never asked for native hotplug, so pciehp cannot bind whatever config space
+        # would say: only an ACPI slot (above) could answer; exact even with config cut short
+        return Verdict(NOT_READY, "no_handler")
     if facts.hotplug_capable is None:
         return Verdict(UNKNOWN, "sysfs_missing" if facts.config_missing else "config_unreadable")
     return Verdict(NOT_READY, "no_handler")

@@ -53,6 +53,15 @@ class VerdictCollector(Source):
         except (OSError, ValueError):
             missing.add(("kernel_params", "cmdline_unreadable"))
         compat = ("pcie_ports", "compat") in params
+        # kernel-facts 2.2: without ASPM or MSI support the kernel skips _OSC, unless told native
+        osc_skipped = (
+            bool({("pcie_aspm", "off"), ("pci", "nomsi")} & set(params))
+            and (
+                "pcie_ports",
+                "native",
+            )
+            not in params
+        )
         for port in topo.ports.values():
             gap = _fact_unknown(scrape, port)
             modules = tuple(s.module or "" for s in port.slots)
@@ -66,6 +75,7 @@ class VerdictCollector(Source):
                 irq_registered=None if rows is None else irq_registered(rows[port.address]),
                 poll_mode=topo.pciehp_poll_mode,
                 port_services_disabled=compat,
+                osc_skipped=osc_skipped,
             )
             if not listed(facts):
                 continue

@@ -269,12 +269,13 @@ def test_pending_button_on_a_ready_port_is_guest_unresponsive(text):
 
 @pytest.mark.parametrize("name", ["normal", "acpihp", "i440fx", "aspm_off"])
 def test_config_space_cut_is_never_host_side(text, name):
-    """An unprivileged exporter: the cause is exact where the verdict and cmdline name it,
-    otherwise an explicit unknown cause; never host_side."""
+    """An unprivileged exporter whose ports no fact decides: an explicit unknown cause, never
+    host_side. (The real exporter on cut captures, where the command line decides:
+    test_partial_view.py.)"""
     v = diagnose(config_cut(text[name]))
     assert v.cause == "guest_facts_unknown", (name, v)
     assert "hotplug_capable (config_truncated)" in " ".join(v.evidence)
-    # An exporter that still names a not-ready port from sysfs keeps the exact cause.
+    # An exporter that still names a not-ready port keeps the exact cause.
     if name == "aspm_off":
         exact = diagnose(with_verdicts(config_cut(text[name]), "not_ready", "no_handler"))
         assert exact.cause == "pcie_aspm_off"

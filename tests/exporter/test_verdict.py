@@ -58,8 +58,8 @@ def test_i440fx_has_no_pcie_port_to_judge(scrape):
     [
         # pciehp's bound service names the handler even without Slot Capabilities
         ("q35_normal", ("ready", "pciehp_irq")),
-        # nothing else answers: the port may or may not be hotplug-capable
-        ("q35_aspm_off", ("unknown", "config_unreadable")),
+        # pcie_aspm=off: the kernel never asked for native hotplug, whatever the port can do
+        ("q35_aspm_off", ("not_ready", "no_handler")),
         ("q35_acpihp_normal", ("ready", "acpi_hotplug")),
     ],
 )
@@ -128,19 +128,54 @@ def test_slot_module_decides_before_missing_config():
         irq_registered=None,
         poll_mode=False,
         port_services_disabled=False,
+        osc_skipped=False,
     )
     assert decide(facts) == ("ready", "acpi_hotplug")
     assert decide(facts._replace(slot_modules=())) == ("unknown", "sysfs_missing")
+    # a command line that skips _OSC leaves nothing but an ACPI slot to answer
+    assert decide(facts._replace(osc_skipped=True)) == ("ready", "acpi_hotplug")
+    assert decide(facts._replace(slot_modules=(), osc_skipped=True)) == ("not_ready", "no_handler")
 
 
 def test_missing_config_file_is_sysfs_missing(scrape, tree_copy):
+    """No config file and nothing else naming a handler: unknown. With pcie_aspm=off on the
+    command line the kernel never asked for native hotplug, so that alone decides not_ready;
+    the fact stays named as unknown either way."""
     tree = tree_copy(Capture("q35_aspm_off"))
     removed = [p for p in (tree / "sys").rglob("config") if p.is_file()]
     for p in removed:
         p.unlink()
     s = scrape(tree)
+    assert verdicts(s) == {bdf: ("not_ready", "no_handler") for bdf in Q35_PORTS}
+    assert value(s, UNKNOWN, fact="hotplug_capable", reason="sysfs_missing") == 1
+    (tree / "proc" / "cmdline").write_text("console=ttyS0\n")
+    s = scrape(tree)
     assert verdicts(s) == {bdf: ("unknown", "sysfs_missing") for bdf in Q35_PORTS}
     assert value(s, UNKNOWN, fact="hotplug_capable", reason="sysfs_missing") == 1
+
+
+@pytest.mark.parametrize(
+    ("scenario", "want"),
+    [
+        ("q35_aspm_off", ("not_ready", "no_handler")),
+        ("q35_nomsi", ("not_ready", "no_handler")),
+        ("bullseye_q35_aspm_off", ("not_ready", "no_handler")),
+        ("trixie_q35_aspm_off", ("not_ready", "no_handler")),
+        ("q35_aspm_off_ports_native", ("ready", "pciehp_irq")),
+        ("q35_acpihp_aspm_off", ("ready", "acpi_hotplug")),
+    ],
+)
+def test_config_cut_keeps_the_verdict_where_the_command_line_decides(
+    scrape, tree_copy, scenario, want
+):
+    """Real captures read as an unprivileged exporter would (config cut to 64 bytes): a command
+    line that skips _OSC (pcie_aspm=off, pci=nomsi, not pcie_ports=native) decides not_ready
+    without Slot Capabilities; a bound pciehp or an ACPI slot still decides ready."""
+    full = verdicts(scrape(Capture(scenario)))
+    assert set(full.values()) == {want}
+    tree = tree_copy(Capture(scenario))
+    assert truncate_configs(tree) > 0
+    assert verdicts(scrape(tree)) == full
 
 
 def test_config_cut_without_port_driver_still_finds_the_ports(scrape, tree_copy):
