@@ -98,23 +98,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    written = {args.out / name: text for name, text in files.items()}
+    orphans = set(args.out.glob("*.rules.yml")) - set(written)
+    return sync(written, check=args.check, command="python -m alerts.generate", orphans=orphans)
+
+
+def sync(
+    files: dict[Path, str], *, check: bool, command: str, orphans: set[Path] = frozenset()
+) -> int:
+    """Write each generated file, or with `check` report (exit 1) each one that differs or is
+    missing, and each orphan: the one write-or-verify loop of the rule and dashboard generators."""
     stale = []
-    for name, text in files.items():
-        path = args.out / name
-        if args.check:
+    for path, text in files.items():
+        if check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(path)
         else:
             path.write_text(text)
             print(f"wrote {path}")
-    if args.check:
-        orphans = set(args.out.glob("*.rules.yml")) - {args.out / n for n in files}
+    if check:
         stale += sorted(orphans)
     if stale:
-        print(
-            "stale: " + ", ".join(map(str, stale)) + " (run: python -m alerts.generate)",
-            file=sys.stderr,
-        )
+        print(f"stale: {', '.join(map(str, stale))} (run: {command})", file=sys.stderr)
         return 1
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
+from alerts.generate import sync
 from dashboards import fleet, guest
 
 OUT = Path(__file__).resolve().parent
@@ -37,23 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="fail if committed JSON is stale")
     p.add_argument("--out", type=Path, default=OUT, help="directory to write into")
     args = p.parse_args(argv)
-    stale = []
-    for name, build in DASHBOARDS.items():
-        path = args.out / f"{name}.json"
-        text = render(build)
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(path)
-        else:
-            path.write_text(text)
-            print(f"wrote {path}")
-    if stale:
-        print(
-            "stale: " + ", ".join(map(str, stale)) + " (run: python -m dashboards.generate)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    files = {args.out / f"{name}.json": render(build) for name, build in DASHBOARDS.items()}
+    return sync(files, check=args.check, command="python -m dashboards.generate")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import build_registry, parse_args
 from exporter.cli import scrape as scrape_bytes
-from tests.support import chroots
+from tests.support import chroots, servers
 from tests.support.captures import GUESTS, Capture, tree_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,27 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def exporter_args(tree: Path, kernel_log: Path | None = None) -> list[str]:
     return tree_args(tree, kernel_log)
+
+
+@contextmanager
+def serving(listen: str, args: list[str]) -> Iterator[int]:
+    """The exporter process serving `args` on `listen` (HOST:PORT or :PORT); yields the port once
+    /-/healthy answers, and on exit asserts that SIGTERM ends it cleanly."""
+    p = int(listen.rsplit(":", 1)[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.cli", "--web.listen-address", listen, *args],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        servers.wait_until(
+            lambda: servers.http_get(f"http://127.0.0.1:{p}/-/healthy")[0] == 200,
+            what="exporter up",
+        )
+        yield p
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        proc.stderr.close()
 
 
 def parse_samples(text: str) -> Samples:

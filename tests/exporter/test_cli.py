@@ -6,30 +6,15 @@ import os
 import subprocess
 import sys
 
-from tests.exporter.conftest import parse_samples, port, value
+from tests.exporter.conftest import parse_samples, port, serving, value
 from tests.support import servers
 from tests.support.captures import Capture
 
 
-def test_serve_mode_answers_metrics_and_landing_page(tmp_path):
+def test_serve_mode_answers_metrics_and_landing_page():
     cap = Capture("q35_aspm_off", "after_unplug")
-    p = servers.free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter.cli",
-            "--web.listen-address",
-            f"127.0.0.1:{p}",
-            *cap.exporter_args(),
-        ],
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with serving(f"127.0.0.1:{servers.free_port()}", cap.exporter_args()) as p:
         url = f"http://127.0.0.1:{p}"
-        servers.wait_until(
-            lambda: servers.http_get(url + "/-/healthy")[0] == 200, what="exporter up"
-        )
         status, body = servers.http_get(url + "/metrics")
         assert status == 200
         s = parse_samples(body.decode())
@@ -38,9 +23,6 @@ def test_serve_mode_answers_metrics_and_landing_page(tmp_path):
         assert any(k[0] == "process_resident_memory_bytes" for k in s)
         assert servers.http_get(url + "/")[0] == 200
         assert servers.http_get(url + "/nope")[0] == 404
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=10) == 0
 
 
 def test_textfile_is_written_atomically(tmp_path):

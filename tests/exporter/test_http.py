@@ -6,14 +6,13 @@ from __future__ import annotations
 import gzip
 import re
 import socket
-import subprocess
-import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
+from tests.exporter.conftest import serving
 from tests.exporter.test_golden import VOLATILE
 from tests.support import servers
 from tests.support.captures import Capture
@@ -24,28 +23,8 @@ PROCESS = re.compile(r"^(# (HELP|TYPE) )?process_\S+.*\n", re.M)
 @pytest.fixture
 def port() -> Iterator[int]:
     """An exporter serving q35_normal on `:PORT`, the default form of --web.listen-address."""
-    p = servers.free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter.cli",
-            "--web.listen-address",
-            f":{p}",
-            *Capture("q35_normal").exporter_args(),
-        ],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        servers.wait_until(
-            lambda: servers.http_get(f"http://127.0.0.1:{p}/-/healthy")[0] == 200,
-            what="exporter up",
-        )
+    with serving(f":{servers.free_port()}", Capture("q35_normal").exporter_args()) as p:
         yield p
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=10) == 0
-        proc.stderr.close()
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, str], bytes]:
