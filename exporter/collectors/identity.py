@@ -1,5 +1,6 @@
 """identity: the guest's instance UUID, chipset and kernel release, to join with host alerts."""
 
+import errno
 import os
 import re
 from typing import Iterator, List, Optional, Tuple
@@ -27,18 +28,18 @@ class IdentityCollector(Source):
         """product_uuid replaces the SMBIOS value: a fleet simulation serves one capture as
         many guests, each with its own instance UUID."""
         self.product_uuid = product_uuid
-        self._read: Optional[Tuple[List[str], List[str]]] = None
+        self._read: Optional[Tuple[List[str], str, List[str]]] = None
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         """Read on the first scrape only: UUID, chipset and kernel release are fixed for a boot,
         as is the privilege to read them (an error is reported again on every scrape)."""
         if self._read is None:
             self._read = self._identify(scrape.paths)
-        values, errors = self._read
+        values, uuid_unknown, errors = self._read
         for message in errors:
             scrape.error(message)
-        if not values[0]:
-            scrape.fact_unknown("instance_uuid", "dmi_unreadable")
+        if uuid_unknown:
+            scrape.fact_unknown("instance_uuid", uuid_unknown)
         info = gauge(
             "guest_info",
             "The guest: SMBIOS product UUID (the instance UUID), chipset, kernel release.",
@@ -47,15 +48,14 @@ class IdentityCollector(Source):
         info.add_metric(values, 1.0)
         yield info
 
-    def _identify(self, paths: Paths) -> Tuple[List[str], List[str]]:
-        """([uuid, machine, kernel release], errors)."""
+    def _identify(self, paths: Paths) -> Tuple[List[str], str, List[str]]:
+        """([uuid, machine, kernel release], why the UUID is unknown or "", errors)."""
         errors: List[str] = []
-        dmi = sysfs.resolve(paths.sys("class", "dmi", "id"))
-        uuid_path = os.path.join(dmi, "product_uuid")
-        uuid = self.product_uuid or sysfs.read_text(uuid_path, limit=128) or ""
-        if not UUID_RE.match(uuid):
-            errors.append(f"no SMBIOS product UUID in {uuid_path} (needs root to read)")
-            uuid = ""
+        uuid, uuid_unknown = self.product_uuid or "", ""
+        if not uuid:
+            uuid, uuid_unknown, message = _product_uuid(paths)
+            if message:
+                errors.append(message)
         host_bridge = sysfs.resolve(paths.sys("bus", "pci", "devices", "0000:00:00.0"))
         ids = (
             sysfs.read_text(os.path.join(host_bridge, "vendor"), limit=16),
@@ -70,4 +70,21 @@ class IdentityCollector(Source):
             errors.append(
                 "kernel release unknown: neither sys/kernel/osrelease nor version readable"
             )
-        return [uuid.lower(), machine, release], errors
+        return [uuid.lower(), machine, release], uuid_unknown, errors
+
+
+def _product_uuid(paths: Paths) -> Tuple[str, str, str]:
+    """(UUID, fact_unknown reason, error message): the reason and message tell a platform
+    without DMI from an unprivileged reader from a value that is not a UUID."""
+    path = os.path.join(sysfs.resolve(paths.sys("class", "dmi", "id")), "product_uuid")
+    try:
+        text = sysfs.read_file(path, 128).decode("ascii", errors="replace").strip()
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "", "permission_denied", f"{path}: permission denied (mode 0400 root)"
+        if e.errno == errno.ENOENT:
+            return "", "dmi_missing", f"{path} does not exist: no SMBIOS on this platform"
+        return "", "dmi_unreadable", f"{path}: {e.strerror}"
+    if not UUID_RE.match(text):
+        return "", "not_a_uuid", f"{path} holds {text[:40]!r}, not a UUID"
+    return text, "", ""

@@ -63,6 +63,28 @@ def test_missing_cmdline_and_identity(scrape, tree_copy):
     assert _ok(s, "ports") == 1
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [("absent", "dmi_missing"), ("junk", "not_a_uuid")],
+)
+def test_an_unknown_instance_uuid_says_why(scrape, tree_copy, damage, reason):
+    """No SMBIOS and a value that is not a UUID are told apart from no privilege (the log said
+    "needs root" even to root on a platform without DMI); permission_denied is in
+    test_unprivileged.py, since root reads a mode-0400 file."""
+    tree = tree_copy(Capture("q35_normal"))
+    uuid = tree / "sys/devices/virtual/dmi/id/product_uuid"
+    if damage == "absent":
+        uuid.unlink()
+    else:
+        uuid.write_text("Not Settable\n")
+    s = scrape(tree)
+    assert _ok(s, "identity") == 0
+    assert select(s, "pciehp_fact_unknown") == {
+        frozenset({("fact", "instance_uuid"), ("reason", reason)}): 1.0
+    }
+    assert value(s, "pciehp_guest_info", instance_uuid="", machine="q35") == 1
+
+
 def test_empty_sysfs_is_no_ports_not_an_error(scrape, tree_copy):
     tree = tree_copy(Capture("q35_normal"))
     shutil.rmtree(tree / "sys")

@@ -138,6 +138,9 @@ def test_captures_as_an_unprivileged_reader(shared_tmp, capture):
     full = readable_copy(capture, shared_tmp / "full")
     cut = readable_copy(capture, shared_tmp / "cut")
     cut_configs = truncate_configs(cut)
+    uuid = cut / "sys/devices/virtual/dmi/id/product_uuid"
+    if uuid.is_file():
+        uuid.chmod(0o400)  # as the kernel serves it: root only
     crontabs = cut / "var/spool/cron/crontabs"
     crontabs.mkdir(parents=True)
     crontabs.chmod(0o000)
@@ -149,6 +152,10 @@ def test_captures_as_an_unprivileged_reader(shared_tmp, capture):
     assert unexplained(privileged, unprivileged) == {}
     named = unknown_facts(unprivileged)
     assert "rescan_workaround" in named
+    why = {
+        dict(k)["reason"] for k in select(unprivileged, "pciehp_fact_unknown", fact="instance_uuid")
+    }
+    assert why == ({"permission_denied"} if uuid.is_file() else {"dmi_missing"})
     ports = select(privileged, "pciehp_port_hotplug_capable")
     assert ("hotplug_capable" in named) == bool(ports and cut_configs)
     # never `ready` where the privileged reader says the port cannot unplug
