@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import yaml
@@ -103,9 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return sync(written, check=args.check, command="python -m alerts.generate", orphans=orphans)
 
 
-def sync(
-    files: dict[Path, str], *, check: bool, command: str, orphans: set[Path] = frozenset()
-) -> int:
+def sync(files: dict[Path, str], *, check: bool, command: str, orphans: Iterable[Path] = ()) -> int:
     """Write each generated file, or with `check` report (exit 1) each one that differs or is
     missing, and each orphan: the one write-or-verify loop of the rule and dashboard generators."""
     stale = []

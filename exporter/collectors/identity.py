@@ -1,6 +1,5 @@
 """identity: the guest's instance UUID, chipset and kernel release, to join with host alerts."""
 
-import errno
 import os
 import re
 from typing import Iterator, List, Optional, Tuple
@@ -79,11 +78,11 @@ def _product_uuid(paths: Paths) -> Tuple[str, str, str]:
     path = os.path.join(sysfs.resolve(paths.sys("class", "dmi", "id")), "product_uuid")
     try:
         text = sysfs.read_file(path, 128).decode("ascii", errors="replace").strip()
+    except PermissionError:
+        return "", "permission_denied", f"{path}: permission denied (mode 0400 root)"
+    except FileNotFoundError:
+        return "", "dmi_missing", f"{path} does not exist: no SMBIOS on this platform"
     except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return "", "permission_denied", f"{path}: permission denied (mode 0400 root)"
-        if e.errno == errno.ENOENT:
-            return "", "dmi_missing", f"{path} does not exist: no SMBIOS on this platform"
         return "", "dmi_unreadable", f"{path}: {e.strerror}"
     if not UUID_RE.match(text):
         return "", "not_a_uuid", f"{path} holds {text[:40]!r}, not a UUID"
